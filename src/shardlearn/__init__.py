@@ -1,0 +1,21 @@
+"""shardlearn: distributed machine learning on a coordinator and workers.
+
+One laptop (``engine="local"``) or a Ray cluster (``engine="ray"``), same code.
+"""
+
+from ._version import __version__
+from .data import Dataset
+from .io.model_files import load_model as load
+from .progress import set_progress
+from .runtime import Coordinator, FitReport, Session, init, shutdown
+
+
+def save(model, path) -> None:
+    """Save a fitted shardlearn model to ``path`` (JSON + npz, no pickle)."""
+    model.save(path)
+
+
+__all__ = [
+    "Coordinator", "Dataset", "FitReport", "Session", "__version__", "init", "load", "save",
+    "set_progress", "shutdown",
+]

@@ -1,0 +1,1 @@
+"""Distributed linear models: kernels, objective and solvers."""

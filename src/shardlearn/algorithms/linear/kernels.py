@@ -1,0 +1,217 @@
+"""Worker kernels for linear models: ``kernel(shard, state, *args)`` on one shard.
+
+Dense shards are processed in row chunks that fit the core's L2 cache, so the
+two passes a gradient needs (X @ w, then X.T @ r) read each chunk from memory
+once. Kernels return unnormalised sums; the coordinator adds shards in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+
+#: Bytes of X per chunk: about half a core's L2 cache.
+CHUNK_BYTES = 512 * 1024
+
+
+def _chunks(shard):
+    X = shard.X
+    n = X.shape[0]
+    if sp.issparse(X):
+        yield 0, n
+        return
+    step = max(64, CHUNK_BYTES // max(1, X.shape[1] * X.itemsize))
+    for a in range(0, n, step):
+        yield a, min(n, a + step)
+
+
+# -- targets -------------------------------------------------------------------------
+def prepare_targets(shard, state, classes, class_weight, mode):
+    """Encode the shard's labels once per fit and keep them (and row weights) in ``state``.
+
+    mode "binary": y in {0, 1}; "index": class index; "ovr": +/-1 matrix (n, K).
+    Returns the summed row weight of the shard.
+    """
+    idx = np.searchsorted(classes, shard.y)
+    sw = shard.weights().astype(np.float64, copy=True)
+    if class_weight is not None:
+        sw *= class_weight[idx]
+    if mode == "binary":
+        state["y"] = idx.astype(np.float64)
+    elif mode == "index":
+        state["y"] = idx
+    elif mode == "ovr":
+        Y = -np.ones((shard.n_rows, len(classes)), dtype=np.float64)
+        Y[np.arange(shard.n_rows), idx] = 1.0
+        state["y"] = Y
+    else:  # pragma: no cover - programming error
+        raise ValueError(mode)
+    state["sw"] = sw
+    return float(sw.sum())
+
+
+def _linear(Xc, W, fit_intercept):
+    """Z = Xc @ coef.T + intercept for W of shape (K, d + fit_intercept)."""
+    d = Xc.shape[1]
+    Z = Xc @ W[:, :d].T
+    if sp.issparse(Z):
+        Z = Z.toarray()
+    if fit_intercept:
+        Z = Z + W[:, d]
+    return np.asarray(Z)
+
+
+def _accumulate_grad(G, Xc, R, fit_intercept):
+    d = Xc.shape[1]
+    G[:, :d] += np.asarray(Xc.T @ R).T
+    if fit_intercept:
+        G[:, d] += R.sum(axis=0)
+
+
+# -- logistic ------------------------------------------------------------------------
+def logistic_loss_grad(shard, state, w, n_classes, fit_intercept):
+    """Summed weighted log-loss and its gradient for the shard.
+
+    ``w`` is flat: (d + fit_intercept) for binary, K * (d + fit_intercept) for
+    multinomial. Also stores in ``state`` what a Hessian-vector product at ``w`` needs.
+    """
+    X, y, sw = shard.X, state["y"], state["sw"]
+    K = 1 if n_classes == 2 else n_classes
+    W = w.reshape(K, -1)
+    G = np.zeros_like(W)
+    loss = 0.0
+    curv = np.empty((shard.n_rows,) if K == 1 else (shard.n_rows, K))
+    for a, b in _chunks(shard):
+        Xc = X[a:b]
+        Z = _linear(Xc, W, fit_intercept)
+        s = sw[a:b]
+        if K == 1:
+            z = Z[:, 0]
+            yc = y[a:b]
+            loss += float(s @ (np.logaddexp(0.0, z) - yc * z))
+            p = expit(z)
+            R = (s * (p - yc))[:, None]
+            curv[a:b] = s * p * (1.0 - p)
+        else:
+            zmax = Z.max(axis=1, keepdims=True)
+            E = np.exp(Z - zmax)
+            sumE = E.sum(axis=1, keepdims=True)
+            lse = (np.log(sumE) + zmax)[:, 0]
+            rows = np.arange(b - a)
+            loss += float(s @ (lse - Z[rows, y[a:b]]))
+            P = E / sumE
+            curv[a:b] = P
+            P[rows, y[a:b]] -= 1.0
+            R = P * s[:, None]
+        _accumulate_grad(G, Xc, R, fit_intercept)
+    state["curvature"] = curv
+    return loss, G.ravel()
+
+
+def logistic_hessp(shard, state, v, n_classes, fit_intercept):
+    """Summed weighted Hessian of the log-loss times ``v``, at the last ``logistic_loss_grad`` point."""
+    X, sw, curv = shard.X, state["sw"], state["curvature"]
+    K = 1 if n_classes == 2 else n_classes
+    V = v.reshape(K, -1)
+    H = np.zeros_like(V)
+    for a, b in _chunks(shard):
+        Xc = X[a:b]
+        U = _linear(Xc, V, fit_intercept)
+        if K == 1:
+            R = curv[a:b, None] * U
+        else:
+            P = curv[a:b]
+            # Softmax Hessian: diag(p) - p p^T, applied row-wise.
+            R = P * (U - (P * U).sum(axis=1, keepdims=True)) * sw[a:b, None]
+        _accumulate_grad(H, Xc, R, fit_intercept)
+    return H.ravel()
+
+
+# -- squared hinge (LinearSVC) --------------------------------------------------------
+def squared_hinge_loss_grad(shard, state, w, n_problems, fit_intercept):
+    """Summed weighted squared hinge over ``n_problems`` one-vs-rest problems and its gradient."""
+    X, Y, sw = shard.X, state["y"], state["sw"]
+    W = w.reshape(n_problems, -1)
+    G = np.zeros_like(W)
+    loss = 0.0
+    active = np.empty((shard.n_rows, n_problems), dtype=bool)
+    for a, b in _chunks(shard):
+        Xc = X[a:b]
+        Z = _linear(Xc, W, fit_intercept)
+        Yc = Y[a:b]
+        margin = 1.0 - Yc * Z
+        act = margin > 0
+        active[a:b] = act
+        m = np.where(act, margin, 0.0)
+        s = sw[a:b]
+        loss += float(s @ (m * m).sum(axis=1))
+        R = -2.0 * Yc * m * s[:, None]
+        _accumulate_grad(G, Xc, R, fit_intercept)
+    state["active"] = active
+    return loss, G.ravel()
+
+
+def squared_hinge_hessp(shard, state, v, n_problems, fit_intercept):
+    """Generalised Hessian (2 X_A^T S X_A) times ``v`` at the last gradient point."""
+    X, sw, active = shard.X, state["sw"], state["active"]
+    V = v.reshape(n_problems, -1)
+    H = np.zeros_like(V)
+    for a, b in _chunks(shard):
+        Xc = X[a:b]
+        U = _linear(Xc, V, fit_intercept)
+        R = 2.0 * U * active[a:b] * sw[a:b, None]
+        _accumulate_grad(H, Xc, R, fit_intercept)
+    return H.ravel()
+
+
+# -- least squares -------------------------------------------------------------------
+def gram_stats(shard, state, fit_intercept):
+    """Weighted sufficient statistics of the shard for least squares.
+
+    Returns ``(S, mean_x, mean_y, Cxx, Cxy, Cyy)``: total weight, weighted means
+    (zeros when not centring), and the (centred) cross-product matrices, all float64.
+    Centring by the shard's own mean keeps the sums well conditioned; shards are
+    merged exactly with :func:`merge_gram_stats`.
+    """
+    X = shard.X
+    y = shard.y.astype(np.float64, copy=False)
+    Y = y[:, None] if y.ndim == 1 else y
+    sw = shard.weights().astype(np.float64, copy=False)
+    S = float(sw.sum())
+    if fit_intercept:
+        mx = np.asarray(X.T @ sw).ravel() / S
+        my = (Y.T @ sw) / S
+    else:
+        mx = np.zeros(X.shape[1])
+        my = np.zeros(Y.shape[1])
+    Yc = Y - my
+    if sp.issparse(X):
+        Xw = sp.csr_matrix(X.multiply(sw[:, None]))
+        Cxx = np.asarray((X.T @ Xw).toarray(), dtype=np.float64) - S * np.outer(mx, mx)
+        Cxy = np.asarray(Xw.T @ Y) - S * np.outer(mx, my)
+    else:
+        Xc = np.asarray(X, dtype=np.float64) - mx
+        Xcw = Xc * sw[:, None]
+        Cxx = Xc.T @ Xcw
+        Cxy = Xcw.T @ Yc
+    Cyy = (Yc * sw[:, None]).T @ Yc
+    return S, mx, my, Cxx, Cxy, Cyy
+
+
+def merge_gram_stats(a, b):
+    """Combine two shards' statistics exactly (pairwise update of means and co-moments)."""
+    Sa, mxa, mya, Cxxa, Cxya, Cyya = a
+    Sb, mxb, myb, Cxxb, Cxyb, Cyyb = b
+    S = Sa + Sb
+    dx = mxb - mxa
+    dy = myb - mya
+    f = Sa * Sb / S
+    return (
+        S,
+        mxa + dx * (Sb / S),
+        mya + dy * (Sb / S),
+        Cxxa + Cxxb + f * np.outer(dx, dx),
+        Cxya + Cxyb + f * np.outer(dx, dy),
+        Cyya + Cyyb + f * np.outer(dy, dy),
+    )

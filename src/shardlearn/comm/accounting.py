@@ -1,0 +1,31 @@
+"""Bytes that a payload moves between driver and workers (logical payload size)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+_SCALAR_BYTES = 8
+_OPAQUE_BYTES = 64  # functions, small objects: a reference, not their contents
+
+
+def payload_nbytes(obj) -> int:
+    """Size of the arrays and scalars inside ``obj`` (lists, tuples, dicts nested)."""
+    if obj is None:
+        return 0
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if sp.issparse(obj):
+        return int(obj.data.nbytes + obj.indices.nbytes + obj.indptr.nbytes)
+    if isinstance(obj, (int, float, bool, np.generic)):
+        return _SCALAR_BYTES
+    if isinstance(obj, (str, bytes)):
+        return len(obj)
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(payload_nbytes(k) + payload_nbytes(v) for k, v in obj.items())
+    nbytes = getattr(obj, "nbytes", None)
+    if isinstance(nbytes, (int, np.integer)):
+        return int(nbytes)
+    return _OPAQUE_BYTES

@@ -1,0 +1,1 @@
+"""Model files (JSON + npz, no pickle)."""

@@ -1,0 +1,136 @@
+"""Ray engine: one actor per worker, each wrapping a WorkerCore.
+
+With no address it starts a local Ray cluster (or reuses one already running in
+this process); with an address it joins an existing cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import KernelError, WorkerLostError
+from ..worker import WorkerCore
+from .base import Completed, Engine
+
+ACTOR_START_TIMEOUT_S = 120.0
+
+
+class _ActorBody:
+    """The actor's class body (decorated with ``ray.remote`` at engine start)."""
+
+    def __init__(self, worker_id: int):
+        # One BLAS thread per worker: the same bits as the in-process engine and
+        # no oversubscription when several actors share a node.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+        self.core = WorkerCore(worker_id)
+
+    def call(self, method: str, *args):
+        return getattr(self.core, method)(*args)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayEngine(Engine):
+    name = "ray"
+
+    def __init__(self, n_workers: int | None = None, address: str | None = None,
+                 worker_cpus: float = 1.0, ray_init_kwargs: dict | None = None):
+        import ray
+
+        self._ray = ray
+        self.started_ray = False
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, log_to_driver=False,
+                          ignore_reinit_error=True)
+            if address is None:
+                want = int(n_workers or os.cpu_count() or 1)
+                kwargs["num_cpus"] = max(want * worker_cpus, os.cpu_count() or 1)
+            else:
+                kwargs["address"] = address
+            kwargs.update(ray_init_kwargs or {})
+            ray.init(**kwargs)
+            self.started_ray = True
+        total = ray.cluster_resources().get("CPU", 0)
+        self.n_workers = int(n_workers or max(1, int(total // max(worker_cpus, 1e-9))))
+        if self.n_workers < 1:
+            raise ValueError(f"n_workers must be >= 1, got {n_workers}.")
+        available = ray.available_resources().get("CPU", 0)
+        if worker_cpus * self.n_workers > available + 1e-9:
+            self._shutdown_ray()
+            raise ValueError(
+                f"The Ray cluster has {available:g} free CPUs but {self.n_workers} workers x "
+                f"{worker_cpus:g} CPU each need {worker_cpus * self.n_workers:g}. Ask for fewer "
+                "workers (n_workers=...), lower worker_cpus, or add nodes to the cluster."
+            )
+        self.address = address
+        self._remote_cls = ray.remote(_ActorBody).options(
+            num_cpus=worker_cpus, scheduling_strategy="SPREAD", max_concurrency=1
+        )
+        self.actors = [self._remote_cls.remote(i) for i in range(self.n_workers)]
+        try:
+            self.pids = ray.get([a.pid.remote() for a in self.actors], timeout=ACTOR_START_TIMEOUT_S)
+        except Exception as exc:
+            self.shutdown()
+            raise RuntimeError(f"Ray workers did not start within {ACTOR_START_TIMEOUT_S:.0f} s: {exc}") from exc
+
+    def submit(self, worker, method, *args):
+        return worker, self.actors[worker].call.remote(method, *args)
+
+    def put(self, value):
+        return self._ray.put(value)
+
+    def gather(self, pending, timeout=None):
+        ray = self._ray
+        refs = [r for _, r in pending]
+        done_at = {}
+        remaining = list(refs)
+        deadline = None if timeout is None else time.perf_counter() + timeout
+        while remaining:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            ready, remaining = ray.wait(remaining, num_returns=1, timeout=left)
+            if not ready:
+                break
+            now = time.perf_counter()
+            for r in ready:
+                done_at[r] = now
+        out = []
+        for worker, ref in pending:
+            if ref not in done_at:
+                out.append(Completed(worker, error=TimeoutError(f"no answer within {timeout} s")))
+                continue
+            try:
+                out.append(Completed(worker, ray.get(ref), None, done_at[ref]))
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                out.append(Completed(worker, error=cause, done_at=done_at[ref]))
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                out.append(Completed(worker, error=WorkerLostError("?", worker, str(exc).splitlines()[0]),
+                                     done_at=done_at[ref]))
+        return out
+
+    def shutdown(self):
+        for a in getattr(self, "actors", []):
+            try:
+                self._ray.kill(a)
+            except Exception:  # noqa: BLE001 - already dead is fine
+                pass
+        self.actors = []
+        self._shutdown_ray()
+
+    def _shutdown_ray(self):
+        if self.started_ray and self._ray.is_initialized():
+            self._ray.shutdown()
+            self.started_ray = False
+
+    def describe(self):
+        d = super().describe()
+        d["address"] = self.address or "local (started here)" if self.started_ray else (self.address or "existing")
+        d["ray_version"] = self._ray.__version__
+        return d
+
+
+__all__ = ["RayEngine", "KernelError"]

@@ -1,0 +1,69 @@
+"""What a worker does, whatever engine hosts it: hold shards, keep per-fit state, run kernels."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+from ..data.shard import Shard
+
+
+class WorkerCore:
+    """Shards and per-shard state living on one worker.
+
+    The in-process engine holds one per thread; the Ray engine wraps one in each
+    actor. ``state`` dicts are keyed by (fit, shard): a kernel finds there what it
+    left on the previous step (binned features, predictions, optimizer state).
+    """
+
+    def __init__(self, worker_id: int):
+        self.worker_id = worker_id
+        self.shards: dict[str, dict[int, Shard]] = {}
+        self.states: dict[str, dict[int, dict]] = {}
+
+    def ping(self) -> int:
+        return self.worker_id
+
+    def load(self, key: str, *shards: Shard) -> int:
+        """Take shards built on the driver (zero-copy views on the in-process engine)."""
+        held = self.shards.setdefault(key, {})
+        for s in shards:
+            held[s.index] = s
+        self.states.setdefault(key, {})
+        return sum(s.n_rows for s in shards)
+
+    def load_sources(self, key: str, *indexed_sources) -> int:
+        """Build shards here from their sources (storage readers): the driver never holds them."""
+        built = [src.load(i) for i, src in indexed_sources]
+        return self.load(key, *built)
+
+    def run(self, key: str, step: str, kernel: Callable, shard_ids: list[int], *args):
+        """Run ``kernel(shard, state, *args)`` on each listed shard, in order.
+
+        Returns ``(results, compute_seconds_per_shard, seconds_in_worker)``.
+        """
+        t0 = time.perf_counter()
+        held = self.shards[key]
+        states = self.states[key]
+        results, times = [], []
+        for i in shard_ids:
+            state = states.setdefault(i, {})
+            t = time.perf_counter()
+            try:
+                results.append(kernel(held[i], state, *args))
+            except Exception as exc:  # noqa: BLE001 - re-raised with its location
+                from .errors import KernelError
+
+                cause = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                raise KernelError(step, self.worker_id, i, cause) from exc
+            times.append(time.perf_counter() - t)
+        return results, times, time.perf_counter() - t0
+
+    def release(self, key: str) -> None:
+        """Drop the shards and state of one fit (called when it ends or fails)."""
+        self.shards.pop(key, None)
+        self.states.pop(key, None)
+
+    def held_keys(self) -> list[str]:
+        return sorted(self.shards)

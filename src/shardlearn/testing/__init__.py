@@ -1,0 +1,12 @@
+"""Testing helpers shipped with the package (data generators, cluster fixtures).
+
+Reused by every backend's tests and by the benchmarks.
+"""
+
+from .cluster import TEST_CLUSTER_CPUS, local_ray_cluster, session
+from .data import make_linear_regression, make_logistic, make_separable, make_sparse_logistic
+
+__all__ = [
+    "TEST_CLUSTER_CPUS", "local_ray_cluster", "make_linear_regression", "make_logistic",
+    "make_separable", "make_sparse_logistic", "session",
+]
