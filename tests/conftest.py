@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import shardlearn
@@ -11,7 +13,8 @@ from shardlearn.testing import local_ray_cluster, session
 @pytest.fixture(scope="session")
 def ray_cluster():
     """The one local Ray cluster of this test session (started on first use)."""
-    with local_ray_cluster() as ray:
+    # Kernels defined in test modules must be importable by the Ray workers.
+    with local_ray_cluster(pythonpath=[Path(__file__).parent]) as ray:
         yield ray
 
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from ..comm.accounting import payload_nbytes
 from ..comm.reduce import ordered_reduce
 from ..data.dataset import Dataset
-from .errors import KernelError, WorkerLostError
+from .errors import KernelError, WorkerFailedError
 from .metrics import RuntimeReport, WorkerTotals
 from .placement import place_by_rows
+from .policies import RetryPolicy, StepTimeoutPolicy
 
 #: Arguments larger than this are stored once (Ray object store) and read by
 #: every worker, instead of being serialised once per worker.
@@ -72,6 +73,12 @@ class Coordinator:
             workers=[WorkerTotals(w, shards=len(ids), rows=sum(rows[i] for i in ids))
                      for w, ids in enumerate(self.placement)],
         )
+        self.retry = RetryPolicy(self.session.max_failures)
+        self.timeouts = StepTimeoutPolicy(self.session.step_timeout)
+        self.failures = 0
+        # Steps that rebuild per-shard state on a replacement worker, in order:
+        # (name, kernel, call_args); "latest" entries are replaced by their next call.
+        self._restore_log: list[tuple[str, Callable, tuple, str]] = []
         self._scope = None
         self._open = False
 
@@ -93,12 +100,26 @@ class Coordinator:
     def _ship_shards(self):
         _steps_started[0] += 1
         t0 = time.perf_counter()
-        pending, sent = [], {}
-        for w, ids in enumerate(self.placement):
-            if not ids:
-                continue
+        self._open = True
+        todo = [w for w, ids in enumerate(self.placement) if ids]
+        sent = {}
+        while todo:
+            lost = self._ship(todo, sent)
+            todo = []
+            for w, cause in lost:
+                self._handle_loss(w, "load", cause, reship=False)
+                todo.append(w)
+        wall = time.perf_counter() - t0
+        self.report.load_s += wall
+        self.report.record("load", wall, {w: (0.0, wall, 0.0, b, 0) for w, b in sent.items()})
+
+    def _ship(self, workers, sent) -> list[tuple[int, str]]:
+        """Load the shards of ``workers``; return the workers lost meanwhile, with causes."""
+        pending = []
+        for w in workers:
+            ids = self.placement[w]
             on_worker = [i for i in ids if self.dataset.shards[i].source.load_on_worker]
-            on_driver = [i for i in ids if i not in set(on_worker)]
+            on_driver = [i for i in ids if not self.dataset.shards[i].source.load_on_worker]
             nbytes = 0
             if on_driver:
                 handles = []
@@ -110,13 +131,9 @@ class Coordinator:
             if on_worker:
                 srcs = [(i, self.dataset.shards[i].source) for i in on_worker]
                 pending.append(self.engine.submit(w, "load_sources", self.key, *srcs))
-            sent[w] = nbytes
-        self._open = True
-        done = self.engine.gather(pending)
-        self._raise_errors("load", done)
-        wall = time.perf_counter() - t0
-        self.report.load_s += wall
-        self.report.record("load", wall, {w: (0.0, wall, 0.0, b, 0) for w, b in sent.items()})
+            sent[w] = sent.get(w, 0) + nbytes
+        done = self.engine.gather(pending, timeout=self.timeouts.timeout("load"))
+        return self._split_losses("load", done)
 
     def close(self):
         if self._open:
@@ -135,10 +152,21 @@ class Coordinator:
         """Store ``value`` once for all workers; pass the result to :meth:`map`."""
         return Broadcast(self.engine.put(value), payload_nbytes(value))
 
-    def map(self, kernel: Callable, *args, step: str | None = None) -> list:
+    def map(self, kernel: Callable, *args, step: str | None = None,
+            restore: bool | str = False) -> list:
         """``[kernel(shard, state, *args) for shard in shards]``, run where each shard lives.
 
-        Results come back in shard order whatever order workers finish in.
+        Results come back in shard order whatever order workers finish in. A worker
+        that dies or stops answering is replaced, its shards are reloaded from their
+        sources, the steps marked ``restore`` are replayed on them, and only its
+        shards' part of the step is re-run: each shard's result counts exactly once.
+
+        Parameters
+        ----------
+        restore : bool or "latest", default=False
+            Mark a step that builds per-shard state another step reads later.
+            ``True``: replay every such call on a replacement worker, in order.
+            ``"latest"``: replay only the most recent call of this step name.
         """
         if not self._open:
             raise RuntimeError("Coordinator is not open; use it as a context manager.")
@@ -153,25 +181,37 @@ class Coordinator:
             nb = payload_nbytes(a)
             arg_bytes += nb
             call_args.append(self.engine.put(a) if nb > BROADCAST_THRESHOLD_BYTES else a)
-        t0 = time.perf_counter()
-        pending = [self.engine.submit(w, "run", self.key, name, kernel, ids, *call_args)
-                   for w, ids in enumerate(self.placement) if ids]
-        done = self.engine.gather(pending)
-        t_end = time.perf_counter()
-        self._raise_errors(name, done)
         results: list = [None] * self.dataset.n_shards
-        per_worker = {}
-        for c in done:
-            values, times, in_worker = c.value
-            for i, v in zip(self.placement[c.worker], values):
-                results[i] = v
-            round_trip = c.done_at - t0
-            compute = float(sum(times))
-            per_worker[c.worker] = (
-                compute, max(0.0, round_trip - compute), max(0.0, (t_end - t0) - round_trip),
-                arg_bytes, payload_nbytes(values),
-            )
-        self.report.record(name, t_end - t0, per_worker)
+        todo = [w for w, ids in enumerate(self.placement) if ids]
+        while todo:
+            t0 = time.perf_counter()
+            pending = [self.engine.submit(w, "run", self.key, name, kernel, self.placement[w],
+                                          *call_args) for w in todo]
+            done = self.engine.gather(pending, timeout=self.timeouts.timeout(name))
+            t_end = time.perf_counter()
+            lost = self._split_losses(name, done)
+            per_worker = {}
+            for c in done:
+                if c.error is not None:
+                    continue
+                values, times, _ = c.value
+                for i, v in zip(self.placement[c.worker], values):
+                    results[i] = v
+                round_trip = c.done_at - t0
+                compute = float(sum(times))
+                per_worker[c.worker] = (
+                    compute, max(0.0, round_trip - compute), max(0.0, (t_end - t0) - round_trip),
+                    arg_bytes, payload_nbytes(values),
+                )
+            self.report.record(name, t_end - t0, per_worker)
+            if not lost:
+                self.timeouts.observe(name, t_end - t0)
+            todo = []
+            for w, cause in lost:
+                self._handle_loss(w, name, cause)
+                todo.append(w)
+        if restore:
+            self._remember(name, kernel, tuple(call_args), "latest" if restore == "latest" else "all")
         return results
 
     def reduce(self, kernel: Callable, *args, combine: Callable | None = None,
@@ -183,16 +223,64 @@ class Coordinator:
         """
         return ordered_reduce(self.map(kernel, *args, step=step), combine)
 
-    # -- errors -------------------------------------------------------------------
-    def _raise_errors(self, step, done):
+    # -- failures -----------------------------------------------------------------
+    def _remember(self, name, kernel, call_args, mode):
+        entry = (name, kernel, call_args, mode)
+        if mode == "latest":
+            for k, (n, *_rest) in enumerate(self._restore_log):
+                if n == name:
+                    self._restore_log[k] = entry
+                    return
+        self._restore_log.append(entry)
+
+    def _split_losses(self, step, done) -> list[tuple[int, str]]:
+        """Raise kernel errors at once; return (worker, cause) for workers lost or hung."""
+        lost = []
         for c in done:
-            if c.error is None:
-                continue
             err = c.error
+            if err is None:
+                continue
             if isinstance(err, KernelError):
                 raise err
-            if isinstance(err, WorkerLostError):
-                raise WorkerLostError(step, c.worker, err.cause) from None
-            if isinstance(err, TimeoutError):
-                raise WorkerLostError(step, c.worker, str(err)) from None
+            if self.engine.is_worker_loss(err):
+                lost.append((c.worker, f"{type(err).__name__}: {err}"))
+                continue
             raise KernelError(step, c.worker, None, f"{type(err).__name__}: {err}") from err
+        return lost
+
+    def _handle_loss(self, worker: int, step: str, cause: str, reship: bool = True) -> None:
+        """Replace a lost worker and rebuild its shards and state, within the retry budget."""
+        while True:
+            self.failures += 1
+            if not self.retry.should_retry(self.failures):
+                raise WorkerFailedError(step, worker, self.placement[worker], cause,
+                                        self.failures, self.retry.max_failures)
+            t0 = time.perf_counter()
+            try:
+                self.engine.replace_worker(worker)
+                if reship:
+                    lost = self._ship([worker], {})
+                    if lost:
+                        cause = lost[0][1]
+                        continue
+                    lost = self._replay_restore(worker)
+                    if lost:
+                        cause = lost[0][1]
+                        continue
+            finally:
+                self.report.failures.append({
+                    "step": step, "worker": worker, "shards": list(self.placement[worker]),
+                    "cause": cause, "recovery_s": time.perf_counter() - t0,
+                })
+            self.report.failures_recovered += 1
+            return
+
+    def _replay_restore(self, worker: int) -> list[tuple[int, str]]:
+        for name, kernel, call_args, _mode in self._restore_log:
+            pending = [self.engine.submit(worker, "run", self.key, name, kernel,
+                                          self.placement[worker], *call_args)]
+            done = self.engine.gather(pending, timeout=self.timeouts.timeout(name))
+            lost = self._split_losses(name, done)
+            if lost:
+                return lost
+        return []

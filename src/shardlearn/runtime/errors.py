@@ -29,3 +29,22 @@ class WorkerLostError(ShardlearnRuntimeError):
 
     def __reduce__(self):
         return (WorkerLostError, (self.step, self.worker, self.cause))
+
+
+class WorkerFailedError(ShardlearnRuntimeError):
+    """Workers failed more often than the retry budget allows; the fit is abandoned."""
+
+    def __init__(self, step: str, worker: int, shards: list[int], cause: str, failures: int,
+                 max_failures: int):
+        self.step, self.worker, self.shards, self.cause = step, worker, list(shards), cause
+        self.failures, self.max_failures = failures, max_failures
+        super().__init__(
+            f"worker {worker} (shards {self.shards}) failed during step {step!r}: {cause}. "
+            f"That is failure {failures} of this fit, over the retry budget max_failures="
+            f"{max_failures}; raise it with shardlearn.init(..., max_failures=N) if failures "
+            "are expected, or look at the worker's logs."
+        )
+
+    def __reduce__(self):
+        return (WorkerFailedError, (self.step, self.worker, self.shards, self.cause,
+                                    self.failures, self.max_failures))

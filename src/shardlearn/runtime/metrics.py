@@ -45,6 +45,7 @@ class RuntimeReport:
     steps: dict[str, StepTotals] = field(default_factory=dict)
     load_s: float = 0.0
     failures_recovered: int = 0
+    failures: list[dict] = field(default_factory=list)
 
     def record(self, name, wall, per_worker):
         """Add one step; ``per_worker`` maps worker -> (compute, comm, wait, bytes_in, bytes_out)."""
@@ -90,6 +91,7 @@ class FitReport:
     workers: list[WorkerTotals]
     steps: list[StepTotals]
     failures_recovered: int = 0
+    failures: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -103,7 +105,8 @@ class FitReport:
             load_s=rt.load_s, workers_s=steps_wall,
             driver_s=max(0.0, wall_s - rt.load_s - steps_wall), bytes_moved=rt.bytes_moved,
             workers=list(rt.workers), steps=list(rt.steps.values()),
-            failures_recovered=rt.failures_recovered, extra=dict(extra or {}),
+            failures_recovered=rt.failures_recovered, failures=list(rt.failures),
+            extra=dict(extra or {}),
         )
 
     def to_dict(self) -> dict:
@@ -127,6 +130,9 @@ class FitReport:
             )
         for s in self.steps:
             lines.append(f"  step {s.name}: {s.calls} calls, {s.wall_s:.3f} s")
+        for f in self.failures:
+            lines.append(f"  failure: worker {f['worker']} in step {f['step']!r} ({f['cause']}); "
+                         f"recovered in {f['recovery_s']:.3f} s")
         return "\n".join(lines)
 
     __str__ = summary

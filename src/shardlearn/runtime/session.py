@@ -13,10 +13,13 @@ _current: Session | None = None
 class Session:
     """A running group of workers. Also a context manager that shuts it down on exit."""
 
-    def __init__(self, engine: Engine, *, auto: bool = False):
+    def __init__(self, engine: Engine, *, auto: bool = False, max_failures: int = 3,
+                 step_timeout: float | None = None):
         self.engine = engine
         self.auto = auto
         self.closed = False
+        self.max_failures = max_failures
+        self.step_timeout = step_timeout
 
     @property
     def engine_name(self) -> str:
@@ -49,8 +52,8 @@ class Session:
         return f"Session(engine={self.engine_name!r}, n_workers={self.n_workers})"
 
 
-def init(engine: str = "local", n_workers: int | None = None, address: str | None = None,
-         **engine_kwargs) -> Session:
+def init(engine: str = "local", n_workers: int | None = None, address: str | None = None, *,
+         max_failures: int = 3, step_timeout: float | None = None, **engine_kwargs) -> Session:
     """Start (or connect to) workers and make them the current session.
 
     Parameters
@@ -64,6 +67,14 @@ def init(engine: str = "local", n_workers: int | None = None, address: str | Non
         Defaults to the number of CPUs (local) or of cluster CPUs (ray).
     address : str, optional
         Address of an existing Ray cluster.
+    max_failures : int, default=3
+        Worker failures one fit may recover from (worker replaced, its shards
+        reloaded, its state restored, the step re-run); one more raises
+        :class:`~shardlearn.runtime.WorkerFailedError` naming worker, shards and step.
+    step_timeout : float, optional
+        Seconds after which a silent worker counts as hung. By default derived per
+        step: 10x the slowest call of that step so far (at least 30 s; 600 s for a
+        step's first call). See :class:`~shardlearn.runtime.policies.StepTimeoutPolicy`.
     **engine_kwargs
         Ray only: ``worker_cpus`` (CPUs reserved per actor, default 1) and
         ``ray_init_kwargs`` (passed to ``ray.init``).
@@ -76,10 +87,15 @@ def init(engine: str = "local", n_workers: int | None = None, address: str | Non
     global _current
     if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
         raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}.")
+    if not isinstance(max_failures, int) or max_failures < 0:
+        raise ValueError(f"max_failures must be an integer >= 0, got {max_failures!r}.")
+    if step_timeout is not None and not step_timeout > 0:
+        raise ValueError(f"step_timeout must be a positive number of seconds, got {step_timeout!r}.")
     with _lock:
         if _current is not None:
             _current.shutdown()
-        _current = Session(make_engine(engine, n_workers, address, **engine_kwargs))
+        _current = Session(make_engine(engine, n_workers, address, **engine_kwargs),
+                           max_failures=max_failures, step_timeout=step_timeout)
         return _current
 
 

@@ -21,6 +21,7 @@ class WorkerCore:
         self.worker_id = worker_id
         self.shards: dict[str, dict[int, Shard]] = {}
         self.states: dict[str, dict[int, dict]] = {}
+        self.faults = None  # a runtime.faults.FaultState, installed by tests only
 
     def ping(self) -> int:
         return self.worker_id
@@ -44,6 +45,8 @@ class WorkerCore:
         Returns ``(results, compute_seconds_per_shard, seconds_in_worker)``.
         """
         t0 = time.perf_counter()
+        if self.faults is not None:
+            self.faults.before_run(step)
         held = self.shards[key]
         states = self.states[key]
         results, times = [], []
@@ -64,6 +67,16 @@ class WorkerCore:
         """Drop the shards and state of one fit (called when it ends or fails)."""
         self.shards.pop(key, None)
         self.states.pop(key, None)
+
+    def install_faults(self, specs, hard_kill: bool, release=None) -> None:
+        """Arm fault injection (tests only); see :mod:`shardlearn.runtime.faults`."""
+        from .faults import FaultState
+
+        self.faults = FaultState(specs, hard_kill, release) if specs else None
+
+    def shard_rows(self, key: str) -> dict[int, int]:
+        """Rows of each shard held for ``key`` (lets tests prove nothing was lost or duplicated)."""
+        return {i: s.n_rows for i, s in self.shards.get(key, {}).items()}
 
     def held_keys(self) -> list[str]:
         return sorted(self.shards)

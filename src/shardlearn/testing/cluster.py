@@ -11,17 +11,24 @@ TEST_CLUSTER_CPUS = 4
 
 
 @contextlib.contextmanager
-def local_ray_cluster(num_cpus: int = TEST_CLUSTER_CPUS):
+def local_ray_cluster(num_cpus: int = TEST_CLUSTER_CPUS, pythonpath=()):
     """Start one local Ray cluster for the duration of the block and shut it down after.
 
     Sessions created inside with ``engine="ray"`` reuse it instead of starting their own.
+    ``pythonpath`` lists extra import directories for the workers (e.g. the tests
+    folder, so kernels defined in test modules can be imported by the actors).
     """
     import ray
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     started = False
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        runtime_env = None
+        if pythonpath:
+            paths = [str(p) for p in pythonpath] + [os.environ.get("PYTHONPATH", "")]
+            runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}}
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env=runtime_env)
         started = True
     try:
         yield ray

@@ -22,6 +22,45 @@ class Engine(abc.ABC):
 
     name: str = "abstract"
     n_workers: int
+    #: Fault specs (tests only) installed into each worker an engine creates.
+    fault_plan: tuple = ()
+
+    def incarnation(self, worker: int) -> int:
+        """0 for a slot's original worker, 1 after its first replacement, ..."""
+        return self._incarnations[worker] if hasattr(self, "_incarnations") else 0
+
+    def _bump_incarnation(self, worker: int) -> None:
+        if not hasattr(self, "_incarnations"):
+            self._incarnations = [0] * self.n_workers
+        self._incarnations[worker] += 1
+
+    def faults_for(self, worker: int) -> list:
+        base = getattr(self, "_fault_base", [0] * self.n_workers)[worker]
+        return [f for f in self.fault_plan
+                if f.worker == worker and f.attempt == self.incarnation(worker) - base]
+
+    def set_fault_plan(self, specs) -> None:
+        """Arm fault injection (tests). A spec's ``attempt`` counts replacements of its
+        worker since this call (0: the worker running now)."""
+        self.fault_plan = tuple(specs)
+        self._fault_base = [self.incarnation(w) for w in range(self.n_workers)]
+        for w in range(self.n_workers):
+            self._install_faults(w)
+
+    @abc.abstractmethod
+    def _install_faults(self, worker: int) -> None:
+        """Send ``faults_for(worker)`` to the worker."""
+
+    @abc.abstractmethod
+    def replace_worker(self, worker: int) -> None:
+        """Stop ``worker`` (if still running) and start a fresh, empty one in its slot."""
+
+    def is_worker_loss(self, error: BaseException) -> bool:
+        """Whether ``error`` means the worker is gone or hung (as opposed to a kernel bug)."""
+        from ..errors import WorkerLostError
+        from ..faults import SimulatedWorkerDeath
+
+        return isinstance(error, (WorkerLostError, TimeoutError, SimulatedWorkerDeath))
 
     @abc.abstractmethod
     def submit(self, worker: int, method: str, *args):

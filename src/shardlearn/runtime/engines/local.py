@@ -8,6 +8,7 @@ and BLAS release the GIL, so workers compute in parallel.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -35,10 +36,26 @@ class LocalEngine(Engine):
         if self.n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}.")
         self.cores = [WorkerCore(i) for i in range(self.n_workers)]
-        self._pools = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shardlearn-w{i}")
-            for i in range(self.n_workers)
-        ]
+        self._pools = [self._new_pool(i) for i in range(self.n_workers)]
+        # Set at shutdown: lets threads hung by fault injection return.
+        self._release = threading.Event()
+
+    @staticmethod
+    def _new_pool(worker):
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"shardlearn-w{worker}")
+
+    def _install_faults(self, worker):
+        self.cores[worker].install_faults(self.faults_for(worker), hard_kill=False,
+                                          release=self._release)
+
+    def replace_worker(self, worker):
+        # A hung thread cannot be killed: abandon it (it exits at shutdown) and
+        # give the slot a fresh thread and an empty WorkerCore.
+        self._pools[worker].shutdown(wait=False, cancel_futures=True)
+        self._bump_incarnation(worker)
+        self.cores[worker] = WorkerCore(worker)
+        self._pools[worker] = self._new_pool(worker)
+        self._install_faults(worker)
 
     def submit(self, worker, method, *args):
         fn = getattr(self.cores[worker], method)
@@ -65,6 +82,7 @@ class LocalEngine(Engine):
         return _blas_controller().limit(limits=1)
 
     def shutdown(self):
+        self._release.set()
         for p in self._pools:
             p.shutdown(wait=True, cancel_futures=True)
         self.cores = []

@@ -14,6 +14,18 @@ from ..worker import WorkerCore
 from .base import Completed, Engine
 
 ACTOR_START_TIMEOUT_S = 120.0
+#: How long to wait for CPUs that killed actors are still releasing.
+RESOURCE_WAIT_S = 10.0
+
+
+def _wait_for_cpus(ray, need: float, total: float, wait_s: float) -> float:
+    """Free CPUs, polled until ``need`` fit or ``wait_s`` passes (no wait if they never can)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        available = ray.available_resources().get("CPU", 0)
+        if need <= available + 1e-9 or need > total + 1e-9 or time.monotonic() >= deadline:
+            return available
+        time.sleep(0.05)
 
 
 class _ActorBody:
@@ -58,12 +70,15 @@ class RayEngine(Engine):
         self.n_workers = int(n_workers or max(1, int(total // max(worker_cpus, 1e-9))))
         if self.n_workers < 1:
             raise ValueError(f"n_workers must be >= 1, got {n_workers}.")
-        available = ray.available_resources().get("CPU", 0)
-        if worker_cpus * self.n_workers > available + 1e-9:
+        need = worker_cpus * self.n_workers
+        # Actors of a session that just shut down are killed asynchronously: their
+        # CPUs come back a moment later, so wait briefly before calling the cluster full.
+        available = _wait_for_cpus(ray, need, total, RESOURCE_WAIT_S)
+        if need > available + 1e-9:
             self._shutdown_ray()
             raise ValueError(
-                f"The Ray cluster has {available:g} free CPUs but {self.n_workers} workers x "
-                f"{worker_cpus:g} CPU each need {worker_cpus * self.n_workers:g}. Ask for fewer "
+                f"The Ray cluster has {available:g} free CPUs (of {total:g}) but {self.n_workers} "
+                f"workers x {worker_cpus:g} CPU each need {need:g}. Ask for fewer "
                 "workers (n_workers=...), lower worker_cpus, or add nodes to the cluster."
             )
         self.address = address
@@ -79,6 +94,35 @@ class RayEngine(Engine):
 
     def submit(self, worker, method, *args):
         return worker, self.actors[worker].call.remote(method, *args)
+
+    def _install_faults(self, worker):
+        try:
+            self._ray.get(self.actors[worker].call.remote(
+                "install_faults", self.faults_for(worker), True), timeout=ACTOR_START_TIMEOUT_S)
+        except self._ray.exceptions.RayActorError:
+            pass  # a dead worker gets its faults when it is replaced
+
+    def replace_worker(self, worker):
+        ray = self._ray
+        try:
+            ray.kill(self.actors[worker], no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+        self._bump_incarnation(worker)
+        actor = self._remote_cls.remote(worker)
+        try:
+            self.pids[worker] = ray.get(actor.pid.remote(), timeout=ACTOR_START_TIMEOUT_S)
+        except Exception as exc:
+            from ..errors import WorkerLostError
+
+            raise WorkerLostError("restart", worker, f"replacement actor did not start: {exc}") from exc
+        self.actors[worker] = actor
+        if self.faults_for(worker):
+            self._install_faults(worker)
+
+    def worker_pid(self, worker: int) -> int:
+        """Process id of a worker's actor (tests use it to SIGKILL a worker from outside)."""
+        return self.pids[worker]
 
     def put(self, value):
         return self._ray.put(value)

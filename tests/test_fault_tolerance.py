@@ -1,0 +1,182 @@
+"""Worker failures: a killed or hung worker is replaced and the result does not change.
+
+The serial answer (a fault-free run) is computed first; the run with faults must
+equal it bit for bit, with each shard's rows counted exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import shardlearn
+from shardlearn.data import Dataset
+from shardlearn.runtime import Coordinator, FaultSpec, WorkerFailedError
+from shardlearn.runtime.policies import RetryPolicy, StepTimeoutPolicy
+from shardlearn.testing import inject_faults, kill_worker_process, session
+
+
+def remember_column_sums(shard, state):
+    state["sums"] = shard.X.sum(axis=0)
+    state["rows"] = shard.n_rows
+    return shard.n_rows
+
+
+def scaled_sums(shard, state, k):
+    # Reads state built by the restore step: fails loudly if restore did not run.
+    return state["sums"] * k + state["rows"]
+
+
+def _data():
+    X = np.random.default_rng(7).normal(size=(3000, 4))
+    return Dataset.from_arrays(X, n_shards=7)
+
+
+def _run(ds, n_steps=6):
+    with Coordinator(ds) as c:
+        rows = c.map(remember_column_sums, restore=True)
+        out = [c.reduce(scaled_sums, float(k)) for k in range(n_steps)]
+        return rows, out, c.report
+
+
+def _reference():
+    with session("local", n_workers=1):
+        return _run(_data())
+
+
+# -- pure policies -------------------------------------------------------------------
+def test_retry_policy_counts_the_failure_being_decided():
+    p = RetryPolicy(2)
+    assert [p.should_retry(k) for k in (1, 2, 3)] == [True, True, False]
+    assert not RetryPolicy(0).should_retry(1)
+    with pytest.raises(ValueError):
+        RetryPolicy(-1)
+
+
+def test_step_timeout_policy_derives_from_observed_steps():
+    p = StepTimeoutPolicy(first_s=100.0, factor=10.0, floor_s=5.0)
+    assert p.timeout("a") == 100.0
+    p.observe("a", 0.01)
+    assert p.timeout("a") == 5.0          # floor
+    p.observe("a", 2.0)
+    p.observe("a", 1.0)
+    assert p.timeout("a") == 20.0         # 10x the slowest seen
+    assert StepTimeoutPolicy(3.0).timeout("a") == 3.0
+    with pytest.raises(ValueError):
+        StepTimeoutPolicy(0)
+
+
+# -- in-process engine ----------------------------------------------------------------
+@pytest.mark.timeout(60)
+def test_local_kill_mid_fit_recovers_to_the_same_result():
+    ref_rows, ref_out, _ = _reference()
+    with session("local", n_workers=3):
+        with inject_faults(FaultSpec(1, "kill", step="scaled_sums", call=3)):
+            rows, out, report = _run(_data())
+    assert report.failures_recovered == 1
+    assert [f["worker"] for f in report.failures] == [1]
+    assert rows == ref_rows
+    for a, b in zip(out, ref_out):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("budget", [0, 1, 3])
+def test_retry_budget_local(budget):
+    ref_rows, ref_out, _ = _reference()
+    kills = [FaultSpec(0, "kill", step="scaled_sums", call=1, attempt=a) for a in range(budget)]
+    with session("local", n_workers=2, max_failures=budget):
+        with inject_faults(*kills):
+            rows, out, report = _run(_data())
+        assert report.failures_recovered == budget
+        assert all(np.array_equal(a, b) for a, b in zip(out, ref_out))
+        one_more = kills + [FaultSpec(0, "kill", step="scaled_sums", call=1, attempt=budget)]
+        with inject_faults(*one_more):
+            with pytest.raises(WorkerFailedError) as info:
+                _run(_data())
+    err = info.value
+    assert err.worker == 0 and err.step == "scaled_sums" and err.failures == budget + 1
+    assert "max_failures" in str(err) and "worker 0" in str(err)
+
+
+@pytest.mark.timeout(60)
+def test_local_hung_worker_is_detected_after_its_timeout_and_replaced():
+    ref_rows, ref_out, _ = _reference()
+    timeout = 1.0
+    with session("local", n_workers=2, step_timeout=timeout):
+        with inject_faults(FaultSpec(1, "hang", step="scaled_sums", call=2)):
+            t0 = time.perf_counter()
+            rows, out, report = _run(_data())
+            elapsed = time.perf_counter() - t0
+    assert report.failures_recovered == 1
+    assert "TimeoutError" in report.failures[0]["cause"]
+    assert timeout <= elapsed < timeout + 5.0
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref_out))
+
+
+@pytest.mark.timeout(60)
+def test_kernel_errors_are_not_retried():
+    def broken(shard, state):
+        raise ZeroDivisionError("boom")
+
+    with session("local", n_workers=2):
+        with Coordinator(_data()) as c:
+            with pytest.raises(shardlearn.runtime.KernelError, match="boom"):
+                c.map(broken)
+            assert c.failures == 0
+
+
+# -- Ray engine: real processes, real SIGKILL ------------------------------------------
+@pytest.mark.timeout(180)
+def test_ray_sigkill_one_of_three_workers_mid_fit(ray_cluster):
+    ref_rows, ref_out, _ = _reference()
+    with session("ray", n_workers=3) as s:
+        pids_before = list(s.engine.pids)
+        with inject_faults(FaultSpec(2, "kill", step="scaled_sums", call=2)):
+            rows, out, report = _run(_data())
+        assert s.engine.pids[2] != pids_before[2]      # a new process took the slot
+        assert s.engine.pids[:2] == pids_before[:2]
+    assert report.failures_recovered == 1
+    assert rows == ref_rows                            # 0 rows lost, 0 duplicated
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref_out))
+
+
+@pytest.mark.timeout(180)
+def test_ray_worker_killed_from_outside_between_steps(ray_cluster):
+    ref_rows, ref_out, _ = _reference()
+    with session("ray", n_workers=2):
+        with Coordinator(_data()) as c:
+            c.map(remember_column_sums, restore=True)
+            first = c.reduce(scaled_sums, 0.0)
+            kill_worker_process(0)
+            rest = [c.reduce(scaled_sums, float(k)) for k in range(1, 6)]
+            assert c.report.failures_recovered == 1
+    assert all(np.array_equal(a, b) for a, b in zip([first] + rest, ref_out))
+
+
+@pytest.mark.timeout(180)
+def test_ray_retry_budget_exhausted_raises_named_error(ray_cluster):
+    kills = [FaultSpec(1, "kill", step="scaled_sums", call=0, attempt=a) for a in range(2)]
+    with session("ray", n_workers=2, max_failures=1):
+        with inject_faults(*kills):
+            t0 = time.perf_counter()
+            with pytest.raises(WorkerFailedError) as info:
+                _run(_data())
+            assert time.perf_counter() - t0 < 60
+    assert info.value.worker == 1 and info.value.failures == 2
+
+
+@pytest.mark.timeout(180)
+def test_ray_hung_worker_is_replaced(ray_cluster):
+    ref_rows, ref_out, _ = _reference()
+    timeout = 2.0
+    with session("ray", n_workers=2, step_timeout=timeout):
+        with inject_faults(FaultSpec(0, "hang", step="scaled_sums", call=1)):
+            t0 = time.perf_counter()
+            rows, out, report = _run(_data())
+            elapsed = time.perf_counter() - t0
+    assert report.failures_recovered == 1
+    assert elapsed < timeout + 5.0 + 10.0  # + actor restart on a loaded 2-core machine
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref_out))
