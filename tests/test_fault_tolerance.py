@@ -6,6 +6,7 @@ equal it bit for bit, with each shard's rows counted exactly once.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import numpy as np
@@ -180,3 +181,57 @@ def test_ray_hung_worker_is_replaced(ray_cluster):
     assert report.failures_recovered == 1
     assert elapsed < timeout + 5.0 + 10.0  # + actor restart on a loaded 2-core machine
     assert all(np.array_equal(a, b) for a, b in zip(out, ref_out))
+
+
+# -- stragglers -------------------------------------------------------------------------
+def sleepy_rows(shard, state, seconds_per_row):
+    # Stands for compute whose time is proportional to the rows: sleeps, so the
+    # measured ratios do not depend on how busy this 2-core machine is.
+    time.sleep(seconds_per_row * shard.n_rows)
+    return shard.n_rows
+
+
+def test_rebalance_policy_moves_work_off_a_slow_worker():
+    from shardlearn.runtime.balancing import RebalancePolicy, relative_costs
+
+    placement = [[0, 3, 6], [1, 4, 7], [2, 5, 8]]
+    rows = [100] * 9
+    moves = RebalancePolicy().decide(placement, rows, [1.0, 4.0, 1.0])
+    assert moves and all(m.source == 1 for m in moves)
+    assert len(moves) == 2                               # slow keeps 1 shard: 400 vs 400/400
+    assert RebalancePolicy().decide(placement, rows, [1.0, 1.05, 1.0]) == []
+    assert RebalancePolicy().decide(placement, rows, [1.0, 4.0, 1.0]) == moves  # deterministic
+    costs = relative_costs([1.0, 4.0, 1.0], [300, 300, 300])
+    assert costs[1] == pytest.approx(2.0) and costs[0] == pytest.approx(0.5)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_straggler_is_rebalanced(engine, request):
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    spr = 2e-6                      # 2 ms per 1,000-row shard
+    ds = Dataset.from_arrays(np.zeros((24_000, 2)), n_shards=24)
+
+    def per_step_times(slow):
+        with session(engine, n_workers=3):
+            specs = [FaultSpec(1, "slow", factor=4.0)] if slow else []
+            with inject_faults(*specs), Coordinator(ds) as c:
+                times = []
+                for _ in range(12):
+                    t = time.perf_counter()
+                    assert sum(c.map(sleepy_rows, spr)) == 24_000   # nothing lost or doubled
+                    times.append(time.perf_counter() - t)
+                return times, c.report
+
+    balanced, _ = per_step_times(slow=False)
+    slowed, report = per_step_times(slow=True)
+    assert report.moves, "the slow worker's shards were never moved"
+    assert report.workers[1].shards < 8
+    before = statistics.median(slowed[:3])
+    after = statistics.median(slowed[-4:])
+    reference = statistics.median(balanced[-4:])
+    # Measured in this run: 4x slower worker -> ~2.9x step time; after moving its
+    # shards the step should cost at most 1.5x the balanced run's.
+    assert before > 2.0 * reference
+    assert after <= 1.5 * reference

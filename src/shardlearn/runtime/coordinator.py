@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import statistics
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 
 from ..comm.accounting import payload_nbytes
 from ..comm.reduce import ordered_reduce
 from ..data.dataset import Dataset
+from .balancing import Move, RebalancePolicy, relative_costs
 from .errors import KernelError, WorkerFailedError
 from .metrics import RuntimeReport, WorkerTotals
 from .placement import place_by_rows
@@ -18,6 +21,10 @@ from .policies import RetryPolicy, StepTimeoutPolicy
 #: Arguments larger than this are stored once (Ray object store) and read by
 #: every worker, instead of being serialised once per worker.
 BROADCAST_THRESHOLD_BYTES = 64 * 1024
+
+#: Steps whose slowest worker computes for less than this are not used to judge
+#: worker speed: on tiny steps, timer noise and per-call overhead dominate.
+MIN_BALANCED_STEP_S = 0.005
 
 _step_counter = itertools.count()
 
@@ -76,6 +83,8 @@ class Coordinator:
         self.retry = RetryPolicy(self.session.max_failures)
         self.timeouts = StepTimeoutPolicy(self.session.step_timeout)
         self.failures = 0
+        self.balancer = RebalancePolicy() if self.session.rebalance else None
+        self._cost_samples = [deque(maxlen=5) for _ in range(self.engine.n_workers)]
         # Steps that rebuild per-shard state on a replacement worker, in order:
         # (name, kernel, call_args); "latest" entries are replaced by their next call.
         self._restore_log: list[tuple[str, Callable, tuple, str]] = []
@@ -113,11 +122,14 @@ class Coordinator:
         self.report.load_s += wall
         self.report.record("load", wall, {w: (0.0, wall, 0.0, b, 0) for w, b in sent.items()})
 
-    def _ship(self, workers, sent) -> list[tuple[int, str]]:
+    def _ship_ids(self, worker, ids) -> list[tuple[int, str]]:
+        return self._ship([worker], {}, only=ids)
+
+    def _ship(self, workers, sent, only=None) -> list[tuple[int, str]]:
         """Load the shards of ``workers``; return the workers lost meanwhile, with causes."""
         pending = []
         for w in workers:
-            ids = self.placement[w]
+            ids = self.placement[w] if only is None else only
             on_worker = [i for i in ids if self.dataset.shards[i].source.load_on_worker]
             on_driver = [i for i in ids if not self.dataset.shards[i].source.load_on_worker]
             nbytes = 0
@@ -206,12 +218,15 @@ class Coordinator:
             self.report.record(name, t_end - t0, per_worker)
             if not lost:
                 self.timeouts.observe(name, t_end - t0)
+                if len(todo) == len(self.placement):
+                    self._observe_costs(done)
             todo = []
             for w, cause in lost:
                 self._handle_loss(w, name, cause)
                 todo.append(w)
         if restore:
             self._remember(name, kernel, tuple(call_args), "latest" if restore == "latest" else "all")
+        self._maybe_rebalance()
         return results
 
     def reduce(self, kernel: Callable, *args, combine: Callable | None = None,
@@ -222,6 +237,55 @@ class Coordinator:
         tuples/lists/dicts of them.
         """
         return ordered_reduce(self.map(kernel, *args, step=step), combine)
+
+    # -- stragglers ---------------------------------------------------------------
+    def _observe_costs(self, done):
+        rows = [sum(self.dataset.shards[i].n_rows for i in ids) for ids in self.placement]
+        seconds = [0.0] * len(self.placement)
+        for c in done:
+            seconds[c.worker] = float(sum(c.value[1]))
+        if max(seconds) < MIN_BALANCED_STEP_S:
+            return  # timer noise and call overhead dominate: nothing worth moving for
+        for w, cost in relative_costs(seconds, rows).items():
+            self._cost_samples[w].append(cost)
+
+    def _maybe_rebalance(self):
+        if self.balancer is None or len(self.placement) < 2:
+            return
+        samples = self._cost_samples
+        if any(len(samples[w]) < self.balancer.min_samples
+               for w, ids in enumerate(self.placement) if ids):
+            return
+        cost = [statistics.median(s) if s else 1.0 for s in samples]
+        moves = self.balancer.decide(self.placement, [s.n_rows for s in self.dataset.shards], cost)
+        if moves:
+            self._apply_moves(moves)
+
+    def _apply_moves(self, moves: list[Move]) -> None:
+        """Load moved shards on their targets, rebuild their state, then drop them at the source."""
+        t0 = time.perf_counter()
+        for m in moves:
+            self.placement[m.source].remove(m.shard)
+            self.placement[m.target] = sorted(self.placement[m.target] + [m.shard])
+            self.owner[m.shard] = m.target
+        targets = sorted({m.target for m in moves})
+        for t in targets:
+            ids = [m.shard for m in moves if m.target == t]
+            lost = self._ship_ids(t, ids) or self._replay_restore(t, ids)
+            for w, cause in lost:
+                self._handle_loss(w, "rebalance", cause)
+        for s in sorted({m.source for m in moves}):
+            ids = [m.shard for m in moves if m.source == s]
+            self.engine.gather([self.engine.submit(s, "drop_shards", self.key, ids)],
+                               timeout=self.timeouts.timeout("load"))
+        for w in range(len(self.placement)):
+            self.report.workers[w].shards = len(self.placement[w])
+            self.report.workers[w].rows = sum(self.dataset.shards[i].n_rows
+                                              for i in self.placement[w])
+        self.report.moves.append({"moves": [(m.shard, m.source, m.target) for m in moves],
+                                  "seconds": time.perf_counter() - t0})
+        for s in self._cost_samples:
+            s.clear()
 
     # -- failures -----------------------------------------------------------------
     def _remember(self, name, kernel, call_args, mode):
@@ -275,10 +339,10 @@ class Coordinator:
             self.report.failures_recovered += 1
             return
 
-    def _replay_restore(self, worker: int) -> list[tuple[int, str]]:
+    def _replay_restore(self, worker: int, ids=None) -> list[tuple[int, str]]:
+        ids = self.placement[worker] if ids is None else ids
         for name, kernel, call_args, _mode in self._restore_log:
-            pending = [self.engine.submit(worker, "run", self.key, name, kernel,
-                                          self.placement[worker], *call_args)]
+            pending = [self.engine.submit(worker, "run", self.key, name, kernel, ids, *call_args)]
             done = self.engine.gather(pending, timeout=self.timeouts.timeout(name))
             lost = self._split_losses(name, done)
             if lost:

@@ -19,8 +19,9 @@ class FaultSpec:
     """Make worker ``worker`` fail on its ``call``-th run of step ``step`` (0-based).
 
     kind: "kill" (the process dies; in-process workers die by raising and refusing
-    every later call), "hang" (never answers), or "slow" (sleeps ``seconds`` on
-    every matching call from ``call`` on). ``step=None`` matches every step.
+    every later call), "hang" (never answers), or "slow" (from its ``call``-th
+    matching call on, every kernel takes ``factor`` times as long, as on a slower
+    machine). ``step=None`` matches every step.
     """
 
     worker: int
@@ -28,7 +29,7 @@ class FaultSpec:
     step: str | None = None
     call: int = 0
     attempt: int = 0
-    seconds: float = 0.0
+    factor: float = 1.0
 
     def __post_init__(self):
         if self.kind not in ("kill", "hang", "slow"):
@@ -48,6 +49,11 @@ class FaultState:
         self.hard_kill = hard_kill
         self.release = release
         self.dead = False
+        self.slow_factor = 1.0
+
+    def after_kernel(self, step: str, seconds: float) -> None:
+        if self.slow_factor > 1.0:
+            time.sleep((self.slow_factor - 1.0) * seconds)
 
     def before_run(self, step: str) -> None:
         if self.dead:
@@ -57,8 +63,8 @@ class FaultState:
                 continue
             n = self.counts[k]
             self.counts[k] += 1
-            if spec.kind == "slow" and n >= spec.call:
-                time.sleep(spec.seconds)
+            if spec.kind == "slow":
+                self.slow_factor = spec.factor if n >= spec.call else 1.0
             elif n == spec.call and spec.kind == "kill":
                 if self.hard_kill:
                     os.kill(os.getpid(), signal.SIGKILL)

@@ -46,6 +46,7 @@ class RuntimeReport:
     load_s: float = 0.0
     failures_recovered: int = 0
     failures: list[dict] = field(default_factory=list)
+    moves: list[dict] = field(default_factory=list)
 
     def record(self, name, wall, per_worker):
         """Add one step; ``per_worker`` maps worker -> (compute, comm, wait, bytes_in, bytes_out)."""
@@ -92,6 +93,7 @@ class FitReport:
     steps: list[StepTotals]
     failures_recovered: int = 0
     failures: list[dict] = field(default_factory=list)
+    moves: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -106,7 +108,7 @@ class FitReport:
             driver_s=max(0.0, wall_s - rt.load_s - steps_wall), bytes_moved=rt.bytes_moved,
             workers=list(rt.workers), steps=list(rt.steps.values()),
             failures_recovered=rt.failures_recovered, failures=list(rt.failures),
-            extra=dict(extra or {}),
+            moves=list(rt.moves), extra=dict(extra or {}),
         )
 
     def to_dict(self) -> dict:
@@ -130,6 +132,8 @@ class FitReport:
             )
         for s in self.steps:
             lines.append(f"  step {s.name}: {s.calls} calls, {s.wall_s:.3f} s")
+        for m in self.moves:
+            lines.append(f"  rebalanced: moved (shard, from, to) {m['moves']} in {m['seconds']:.3f} s")
         for f in self.failures:
             lines.append(f"  failure: worker {f['worker']} in step {f['step']!r} ({f['cause']}); "
                          f"recovered in {f['recovery_s']:.3f} s")

@@ -14,8 +14,9 @@ class Session:
     """A running group of workers. Also a context manager that shuts it down on exit."""
 
     def __init__(self, engine: Engine, *, auto: bool = False, max_failures: int = 3,
-                 step_timeout: float | None = None):
+                 step_timeout: float | None = None, rebalance: bool = True):
         self.engine = engine
+        self.rebalance = rebalance
         self.auto = auto
         self.closed = False
         self.max_failures = max_failures
@@ -53,7 +54,8 @@ class Session:
 
 
 def init(engine: str = "local", n_workers: int | None = None, address: str | None = None, *,
-         max_failures: int = 3, step_timeout: float | None = None, **engine_kwargs) -> Session:
+         max_failures: int = 3, step_timeout: float | None = None, rebalance: bool = True,
+         **engine_kwargs) -> Session:
     """Start (or connect to) workers and make them the current session.
 
     Parameters
@@ -95,7 +97,8 @@ def init(engine: str = "local", n_workers: int | None = None, address: str | Non
         if _current is not None:
             _current.shutdown()
         _current = Session(make_engine(engine, n_workers, address, **engine_kwargs),
-                           max_failures=max_failures, step_timeout=step_timeout)
+                           max_failures=max_failures, step_timeout=step_timeout,
+                           rebalance=rebalance)
         return _current
 
 

@@ -55,6 +55,8 @@ class WorkerCore:
             t = time.perf_counter()
             try:
                 results.append(kernel(held[i], state, *args))
+                if self.faults is not None:
+                    self.faults.after_kernel(step, time.perf_counter() - t)
             except Exception as exc:  # noqa: BLE001 - re-raised with its location
                 from .errors import KernelError
 
@@ -62,6 +64,12 @@ class WorkerCore:
                 raise KernelError(step, self.worker_id, i, cause) from exc
             times.append(time.perf_counter() - t)
         return results, times, time.perf_counter() - t0
+
+    def drop_shards(self, key: str, shard_ids: list[int]) -> None:
+        """Forget some shards of a fit (they moved to another worker)."""
+        for i in shard_ids:
+            self.shards.get(key, {}).pop(i, None)
+            self.states.get(key, {}).pop(i, None)
 
     def release(self, key: str) -> None:
         """Drop the shards and state of one fit (called when it ends or fails)."""
