@@ -235,3 +235,49 @@ def test_straggler_is_rebalanced(engine, request):
     # shards the step should cost at most 1.5x the balanced run's.
     assert before > 2.0 * reference
     assert after <= 1.5 * reference
+
+
+# -- estimators: a killed worker changes nothing in the model ---------------------------
+def _logistic():
+    from shardlearn.linear_model import LogisticRegression
+
+    return LogisticRegression(tol=1e-8, max_iter=200), "loss_grad", "coef_"
+
+
+def _logistic_trust():
+    from shardlearn.linear_model import LogisticRegression
+
+    return LogisticRegression(solver="trust-ncg", tol=1e-8), "hessp", "coef_"
+
+
+def _svc():
+    from shardlearn.linear_model import LinearSVC
+
+    return LinearSVC(tol=1e-8), "loss_grad", "coef_"
+
+
+ESTIMATORS = {"logistic": _logistic, "logistic-trust-ncg": _logistic_trust, "linear-svc": _svc}
+
+
+def _estimator_data():
+    from shardlearn.testing import make_logistic
+
+    X, y = make_logistic(6000, 10, n_classes=3, random_state=11)
+    return Dataset.from_arrays(X, y, n_shards=9)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_ray_sigkill_mid_fit_gives_the_fault_free_model(name, ray_cluster):
+    ds = _estimator_data()
+    est, step, attr = ESTIMATORS[name]()
+    with session("local", n_workers=1):
+        reference = getattr(est.__class__(**est.get_params()).fit(ds), attr)
+    with session("ray", n_workers=3):
+        with inject_faults(FaultSpec(1, "kill", step=step, call=3)):
+            model = est.__class__(**est.get_params()).fit(ds)
+    report = model.fit_report_
+    assert report.failures_recovered == 1
+    assert report.failures[0]["worker"] == 1 and report.failures[0]["step"] == step
+    assert sum(w.rows for w in report.workers) == ds.n_rows
+    assert np.array_equal(getattr(model, attr), reference)

@@ -26,8 +26,12 @@ class DistributedEstimatorMixin:
 
     _model_attributes: tuple[str, ...] = ()
 
-    def _fit_dataset(self, X, y=None, sample_weight=None, *, multi_target=False) -> Dataset:
-        """Validate everything and return the dataset; no worker has run yet."""
+    def _fit_dataset(self, X, y=None, sample_weight=None, *, multi_target=False,
+                     allow_nan=False) -> Dataset:
+        """Validate everything and return the dataset; no worker has run yet.
+
+        ``allow_nan=True`` lets NaN (missing values) through for estimators that handle them.
+        """
         if isinstance(X, Dataset):
             if y is not None or sample_weight is not None:
                 raise ValueError(
@@ -43,29 +47,35 @@ class DistributedEstimatorMixin:
         validate_data(self, X, skip_check_array=True, reset=True)
         Xc = check_features(X)
         self.n_features_in_ = Xc.shape[1]
-        return Dataset.from_arrays(Xc, y, sample_weight, multi_target=multi_target)
+        return Dataset.from_arrays(Xc, y, sample_weight, multi_target=multi_target,
+                                   allow_nan=allow_nan)
 
-    def _predict_input(self, X):
+    def _predict_input(self, X, allow_nan=False):
         """Validate prediction input on the driver (no cluster needed)."""
         check_is_fitted(self)
         if isinstance(X, Dataset):
             X = X.to_arrays()[0]
+            Xc = check_features(X)
         else:
+            Xc = check_features(X)  # first: a 1-D X gets the "Reshape your data" error
             validate_data(self, X, skip_check_array=True, reset=False)
-        Xc = check_features(X)
         if Xc.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {Xc.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
             )
-        check_finite(Xc, name="X")
+        check_finite(Xc, name="X", allow_nan=allow_nan)
         return Xc
 
-    def save(self, path) -> None:
-        """Save the fitted model as JSON + npz (no pickle); see :func:`shardlearn.load`."""
+    def save(self, path, storage_options: dict | None = None) -> None:
+        """Save the fitted model as JSON + npz (no pickle); see :func:`shardlearn.load`.
+
+        ``path``: a local directory, or a storage URL (``s3://bucket/models/m1``, ...),
+        written atomically; ``storage_options`` as for :func:`shardlearn.read_parquet`.
+        """
         from .io.model_files import save_model
 
-        save_model(self, path)
+        save_model(self, path, storage_options=storage_options)
 
 
 class FitTimer:

@@ -63,11 +63,14 @@ class Dataset:
     @classmethod
     def from_arrays(cls, X, y=None, sample_weight=None, *, n_shards: int | None = None,
                     shard_bytes: int = DEFAULT_SHARD_BYTES, dtype=None, multi_target: bool = False,
-                    ) -> Dataset:
+                    allow_nan: bool = False, boundaries=None) -> Dataset:
         """Split in-memory arrays into contiguous shards (views, no copies).
 
         Validates everything first (shape, dtype, NaN/inf, lengths, weights); the
-        caller's arrays are never modified.
+        caller's arrays are never modified. ``allow_nan=True`` accepts NaN (missing
+        values) in X, for estimators that handle them; inf is still an error.
+        ``boundaries`` (row offsets ``[0, ..., n_rows]``, increasing) sets the shards
+        explicitly, e.g. to match a file dataset's ``Dataset.boundaries``.
         """
         feature_names = None
         if hasattr(X, "columns"):
@@ -77,12 +80,15 @@ class Dataset:
         Xc = check_features(X, dtype=dtype)
         n_rows = Xc.shape[0]
         row_nbytes = shard_nbytes(Xc) / n_rows
-        if n_shards is None:
-            n_shards = plan_shard_count(n_rows, row_nbytes, shard_bytes=shard_bytes)
-        elif not isinstance(n_shards, (int, np.integer)) or n_shards < 1:
-            raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}.")
-        bounds = row_boundaries(n_rows, int(n_shards))
-        check_finite(Xc, name="X", boundaries=bounds)
+        if boundaries is not None:
+            bounds = _check_boundaries(boundaries, n_rows)
+        else:
+            if n_shards is None:
+                n_shards = plan_shard_count(n_rows, row_nbytes, shard_bytes=shard_bytes)
+            elif not isinstance(n_shards, (int, np.integer)) or n_shards < 1:
+                raise ValueError(f"n_shards must be a positive integer, got {n_shards!r}.")
+            bounds = row_boundaries(n_rows, int(n_shards))
+        check_finite(Xc, name="X", boundaries=bounds, allow_nan=allow_nan)
         yc = None
         if y is not None:
             yc = check_target(y, n_rows, allow_2d=multi_target)
@@ -97,6 +103,21 @@ class Dataset:
             infos.append(ShardInfo(i, b - a, nb, src))
         return cls(infos, Xc.shape[1], has_labels=yc is not None, has_weights=swc is not None,
                    feature_names=feature_names, dtype=Xc.dtype)
+
+    @classmethod
+    def from_files(cls, url, *, label=None, features=None, weight=None, format=None,
+                   dtype=np.float64, storage_options=None, shard_rows=None,
+                   shard_bytes: int = DEFAULT_SHARD_BYTES, delimiter: str = ",") -> Dataset:
+        """A dataset over Parquet/CSV files (path, directory, glob or list; local or storage URLs).
+
+        The driver reads metadata only; workers read their own shards. See
+        :func:`shardlearn.data.readers.open_dataset`.
+        """
+        from .readers import open_dataset
+
+        return open_dataset(url, label=label, features=features, weight=weight, format=format,
+                            dtype=dtype, storage_options=storage_options, shard_rows=shard_rows,
+                            shard_bytes=shard_bytes, delimiter=delimiter)
 
     # -- facts ------------------------------------------------------------------
     @property
@@ -128,7 +149,13 @@ class Dataset:
         if not self.has_labels:
             raise ValueError("This Dataset has no labels; build it with y=... to fit a supervised model.")
         if self._labels_cache is None:
-            self._labels_cache = np.concatenate([self.load_shard(i).y for i in range(self.n_shards)])
+            # Sources that read storage give their label column alone (one value per
+            # row) instead of loading every shard's rows on the driver.
+            parts = []
+            for i, info in enumerate(self.shards):
+                load_labels = getattr(info.source, "load_labels", None)
+                parts.append(load_labels() if load_labels is not None else self.load_shard(i).y)
+            self._labels_cache = np.concatenate(parts)
         return self._labels_cache
 
     def to_arrays(self):
@@ -143,3 +170,16 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset(n_rows={self.n_rows}, n_features={self.n_features}, "
                 f"n_shards={self.n_shards}, nbytes={self.nbytes})")
+
+
+def _check_boundaries(boundaries, n_rows: int) -> np.ndarray:
+    b = np.asarray(boundaries)
+    if b.ndim != 1 or b.size < 2 or b.dtype.kind not in "iu":
+        raise ValueError("boundaries must be a 1-D list of integer row offsets [0, ..., n_rows].")
+    b = b.astype(np.int64)
+    if b[0] != 0 or b[-1] != n_rows or (np.diff(b) <= 0).any():
+        raise ValueError(
+            f"boundaries must start at 0, end at the number of rows ({n_rows}) and increase "
+            f"strictly (every shard needs a row); got {b.tolist()[:8]}{' ...' if b.size > 8 else ''}."
+        )
+    return b

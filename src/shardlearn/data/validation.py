@@ -13,6 +13,14 @@ import scipy.sparse as sp
 FLOAT_DTYPES = (np.float64, np.float32)
 
 
+class NotNumericError(ValueError, TypeError):
+    """Input values that cannot be read as numbers.
+
+    A ValueError like every other validation error, and also a TypeError, which
+    is what scikit-learn raises (and its estimator checks expect) for such input.
+    """
+
+
 def _where(row: int, boundaries: np.ndarray | None) -> str:
     if boundaries is None or len(boundaries) < 2:
         return f"row {row}"
@@ -20,30 +28,39 @@ def _where(row: int, boundaries: np.ndarray | None) -> str:
     return f"row {row} (shard {shard}, row {row - int(boundaries[shard])} within the shard)"
 
 
-def _first_nonfinite(values: np.ndarray) -> int | None:
-    """Flat index of the first NaN/inf in ``values``, scanning in blocks to bound memory."""
+def _first_nonfinite(values: np.ndarray, allow_nan: bool = False) -> int | None:
+    """Flat index of the first NaN/inf (only inf when ``allow_nan``) in ``values``.
+
+    Scans in blocks to bound memory.
+    """
     flat = values.reshape(-1)
     block = 1 << 20
     for start in range(0, flat.size, block):
         chunk = flat[start : start + block]
         # Summing is much cheaper than isfinite over the whole block; only a
         # non-finite sum needs the exact position.
-        if np.isfinite(chunk.sum(dtype=np.float64)):
+        with np.errstate(over="ignore", invalid="ignore"):  # large finite values may overflow
+            total = chunk.sum(dtype=np.float64)
+        if np.isfinite(total):
             continue
-        bad = np.flatnonzero(~np.isfinite(chunk))
+        bad = np.flatnonzero(np.isinf(chunk) if allow_nan else ~np.isfinite(chunk))
         if bad.size:
             return start + int(bad[0])
     return None
 
 
 def check_finite(
-    X, *, name: str = "X", boundaries: np.ndarray | None = None, source: str | None = None
+    X, *, name: str = "X", boundaries: np.ndarray | None = None, source: str | None = None,
+    allow_nan: bool = False,
 ) -> None:
-    """Raise ``ValueError`` naming the first NaN or inf entry (row, column, shard)."""
+    """Raise ``ValueError`` naming the first NaN or inf entry (row, column, shard).
+
+    With ``allow_nan=True`` (estimators that handle missing values) only inf is an error.
+    """
     origin = f" in {source}" if source else ""
     if sp.issparse(X):
         X = X.tocsr()
-        pos = _first_nonfinite(X.data)
+        pos = _first_nonfinite(X.data, allow_nan)
         if pos is None:
             return
         row = int(np.searchsorted(X.indptr, pos, side="right") - 1)
@@ -53,7 +70,7 @@ def check_finite(
         arr = np.asarray(X)
         if arr.dtype.kind not in "fc":
             return
-        pos = _first_nonfinite(arr)
+        pos = _first_nonfinite(arr, allow_nan)
         if pos is None:
             return
         if arr.ndim == 1:
@@ -86,7 +103,12 @@ def check_features(X, *, name: str = "X", dtype=None):
                 "Encode them as numbers first (e.g. sklearn.preprocessing.OneHotEncoder or "
                 "OrdinalEncoder), or drop them."
             )
-        X = X.to_numpy()
+        if any(not isinstance(dt, np.dtype) for dt in X.dtypes):
+            # pandas nullable dtypes (Int64, Float64, boolean): missing values become
+            # NaN, so the finiteness check names their row and column.
+            X = X.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            X = X.to_numpy()
     if sp.issparse(X):
         if X.ndim != 2:
             raise ValueError(f"Input {name} must be 2-D, got {X.ndim}-D.")
@@ -107,7 +129,7 @@ def check_features(X, *, name: str = "X", dtype=None):
             try:
                 arr = arr.astype(np.float64)
             except (TypeError, ValueError) as exc:
-                raise ValueError(
+                raise NotNumericError(
                     f"Input {name} has dtype object with values that are not numbers ({exc}). "
                     "Encode categorical columns as numbers before fitting."
                 ) from None
@@ -143,8 +165,8 @@ def _check_nonempty(shape, name):
         )
     if shape[1] == 0:
         raise ValueError(
-            f"Found array with 0 feature(s) (shape={tuple(shape)}) in {name}, while a minimum "
-            "of 1 is required. Pass at least one column."
+            f"Found array with 0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is "
+            f"required (input {name}). Pass at least one column."
         )
 
 
@@ -175,7 +197,8 @@ def check_sample_weight(sample_weight, n_rows: int, dtype=np.float64, boundaries
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Number):
-        return np.full(n_rows, float(sample_weight), dtype=dtype)
+        # A scalar weight gets the same checks as an array (finite, >= 0, not zero).
+        sample_weight = np.full(n_rows, sample_weight)
     sw = np.asarray(sample_weight)
     if sw.ndim != 1:
         raise ValueError(f"sample_weight must be 1-D with one weight per row, got shape {sw.shape}.")
@@ -211,7 +234,19 @@ def check_classification_target(y, *, boundaries=None):
         kinds = {type(v) for v in arr[: min(len(arr), 1000)]}
         if len(kinds) > 1:
             raise ValueError(f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type.")
-    classes = np.unique(arr)
+        if kinds and issubclass(next(iter(kinds)), (float, np.floating)):
+            # Float labels in an object array: NaN must not become a class.
+            try:
+                as_float = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                as_float = None
+            if as_float is not None:
+                check_finite(as_float, name="y", boundaries=boundaries)
+    try:
+        classes = np.unique(arr)
+    except TypeError:  # mixed types past the rows sampled above
+        kinds = sorted({type(v).__name__ for v in arr.ravel()})
+        raise ValueError(f"y mixes label types {kinds}; use one type.") from None
     if classes.shape[0] < 2:
         raise ValueError(
             f"This solver needs samples of at least 2 classes in the data, but the data "

@@ -10,25 +10,52 @@ from sklearn.utils._param_validation import Interval
 
 from ..algorithms.linear.least_squares import fit_least_squares
 from ..base import DistributedEstimatorMixin, safe_matmul
+from ._classifier_base import check_y_given
 
 
 class _LeastSquares(DistributedEstimatorMixin, RegressorMixin, BaseEstimator):
     _model_attributes = ("coef_", "intercept_", "rank_", "singular_")
+    _ravel_single_column = False
 
     def _fit(self, X, y, sample_weight, alpha):
+        check_y_given(self, X, y)
+        if y is not None:
+            y = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
+            if y.dtype.kind == "O":
+                # Numbers stored as objects are numbers (as in scikit-learn).
+                try:
+                    y = y.astype(np.float64)
+                except (TypeError, ValueError):
+                    pass  # reported just below, after X is checked
         dataset = self._fit_dataset(X, y, sample_weight, multi_target=True)
-        if dataset.has_labels:
-            labels = dataset.labels()
-            if labels.dtype.kind not in "biuf":
+        labels = dataset.labels()
+        if labels.dtype.kind not in "biuf":
+            raise ValueError(
+                f"y has dtype {labels.dtype}; a regressor needs numeric targets. "
+                "Convert y to float (e.g. y.astype(float))."
+            )
+        n_targets = 1 if labels.ndim == 1 else labels.shape[1]
+        if np.ndim(alpha) > 0:
+            alpha = np.asarray(alpha, dtype=np.float64).ravel()
+            if alpha.shape[0] not in (1, n_targets):
                 raise ValueError(
-                    f"y has dtype {labels.dtype}; a regressor needs numeric targets. "
-                    "Convert y to float (e.g. y.astype(float))."
+                    f"Number of targets and number of penalties do not correspond: "
+                    f"{alpha.shape[0]} != {n_targets}. Pass one alpha, or one per target."
                 )
+            if not np.all(np.isfinite(alpha)) or np.any(alpha < 0):
+                raise ValueError(f"alpha values must be finite and >= 0, got {alpha}.")
         fit = fit_least_squares(dataset, alpha=alpha, fit_intercept=self.fit_intercept,
                                 estimator=type(self).__name__)
-        single = dataset.has_labels and dataset.labels().ndim == 1
+        single = labels.ndim == 1
         self.coef_ = fit.coef[0] if single else fit.coef
-        self.intercept_ = float(fit.intercept[0]) if single else fit.intercept
+        if self._ravel_single_column and labels.ndim == 2 and labels.shape[1] == 1:
+            # scikit-learn's Ridge gives coef_ of shape (n_features,) (and intercept_
+            # of shape (1,)) for a one-column 2-D y; LinearRegression keeps (1, n_features).
+            self.coef_ = fit.coef[0]
+        if not self.fit_intercept:
+            self.intercept_ = 0.0  # as scikit-learn, whatever the number of targets
+        else:
+            self.intercept_ = float(fit.intercept[0]) if single else fit.intercept
         self.rank_ = fit.rank
         # Singular values of the centred, weighted X (square roots of the Gram eigenvalues).
         self.singular_ = fit.singular_values
@@ -94,6 +121,8 @@ class Ridge(_LeastSquares):
     n_features_in_ : int
     fit_report_ : FitReport
     """
+
+    _ravel_single_column = True
 
     _parameter_constraints: dict = {
         "alpha": [Interval(Real, 0, None, closed="left"), np.ndarray],

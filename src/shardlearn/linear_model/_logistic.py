@@ -28,12 +28,15 @@ class LogisticRegression(DistributedLinearClassifier):
         Inverse regularisation strength, as in scikit-learn.
     fit_intercept : bool, default=True
     class_weight : dict or "balanced", default=None
-        Multiplies each row's weight by the weight of its class.
+        Multiplies each row's weight by the weight of its class. ``"balanced"``
+        gives class k the weight ``S / (n_classes * S_k)`` from the
+        sample-weighted class totals (as scikit-learn), summed over the shards.
     solver : {"lbfgs", "trust-ncg"}, default="lbfgs"
         ``lbfgs`` uses scikit-learn's L-BFGS settings; ``trust-ncg`` is a
         Newton-CG trust-region method using distributed Hessian-vector products.
     tol : float, default=1e-4
-        Stop when the projected gradient's max-norm falls below ``tol``.
+        Stop when the gradient's max-norm (lbfgs) or 2-norm (trust-ncg) falls
+        below ``tol``.
     max_iter : int, default=100
 
     Attributes
@@ -47,7 +50,8 @@ class LogisticRegression(DistributedLinearClassifier):
         Defined only when X has string column names.
     fit_report_ : FitReport
         Iterations, objective history, time per worker (compute / communication /
-        waiting), bytes moved.
+        waiting), bytes moved. ``objective_history`` holds the objective above
+        after each iteration; its last value is the objective at ``coef_``.
 
     Examples
     --------
@@ -82,7 +86,8 @@ class LogisticRegression(DistributedLinearClassifier):
         self.max_iter = max_iter
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1,
+            resume=None, storage_options=None):
         """Fit on X (ndarray, DataFrame, CSR or Dataset) and labels y.
 
         Parameters
@@ -92,11 +97,25 @@ class LogisticRegression(DistributedLinearClassifier):
             Omitted when X is a Dataset (it carries its labels).
         sample_weight : array-like of shape (n_samples,), default=None
 
+        checkpoint : str, optional
+            Local path or storage URL where the solver state (iterate, gradient,
+            L-BFGS memory, iteration) is written atomically every
+            ``checkpoint_every`` iterations (``solver="lbfgs"`` only).
+        checkpoint_every : int, default=1
+        resume : str, optional
+            A checkpoint written by an earlier fit of the same estimator on the
+            same data: continue from it. The result is bit-identical to an
+            uninterrupted fit.
+        storage_options : dict, optional
+            File-system options for checkpoint URLs (e.g. S3 endpoint, credentials).
+
         Returns
         -------
         self
         """
-        return self._fit(X, y, sample_weight)
+        return self._fit(X, y, sample_weight, checkpoint=checkpoint,
+                         checkpoint_every=checkpoint_every, resume=resume,
+                         storage_options=storage_options)
 
     def predict_proba(self, X):
         """Class probabilities, shape (n_samples, n_classes), computed on the driver."""

@@ -23,11 +23,18 @@ class LinearSVC(DistributedLinearClassifier):
     Parameters
     ----------
     C : float, default=1.0
+        Weight of the loss relative to the penalty, as in scikit-learn.
     fit_intercept : bool, default=True
     intercept_scaling : float, default=1.0
+        Value of liblinear's constant feature; larger values penalise the
+        intercept less.
     class_weight : dict or "balanced", default=None
     solver : {"lbfgs", "trust-ncg"}, default="lbfgs"
+        ``lbfgs``: L-BFGS on the (once differentiable) primal objective;
+        ``trust-ncg``: Newton-CG trust region with the generalised Hessian.
     tol : float, default=1e-4
+        Stop when the gradient of the objective divided by ``C * S`` is below ``tol``
+        (max-norm for lbfgs, 2-norm for trust-ncg).
     max_iter : int, default=1000
 
     Attributes
@@ -35,9 +42,22 @@ class LinearSVC(DistributedLinearClassifier):
     classes_ : ndarray of shape (n_classes,)
     coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
     intercept_ : ndarray of shape (1,) or (n_classes,)
-    n_iter_ : ndarray of shape (1,)
+    n_iter_ : int
+        Iterations of the solver (all one-vs-rest problems are solved together).
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined only when X has string column names.
     fit_report_ : FitReport
+        ``objective_history`` holds liblinear's objective divided by ``C * S``
+        (S: total row weight), i.e. ``(1/S) sum_i s_i max(0, 1 - y_i f(x_i))^2 +
+        (||coef||^2 + (intercept / intercept_scaling)^2) / (2 C S)``, summed over
+        the one-vs-rest problems.
+
+    Notes
+    -----
+    ``class_weight`` follows liblinear: with two classes each row's weight is
+    multiplied by its class's weight; with more classes, problem k (class k
+    against the rest) multiplies the weight of the rows of class k only.
     """
 
     _loss = "squared_hinge"
@@ -64,11 +84,35 @@ class LinearSVC(DistributedLinearClassifier):
         self.max_iter = max_iter
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1,
+            resume=None, storage_options=None):
         """Fit on X (ndarray, DataFrame, CSR or Dataset) and labels y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features) or Dataset
+        y : array-like of shape (n_samples,)
+            Omitted when X is a Dataset (it carries its labels).
+        sample_weight : array-like of shape (n_samples,), default=None
+        checkpoint : str, optional
+            Local path or storage URL where the solver state (iterate, gradient,
+            L-BFGS memory, iteration) is written atomically every
+            ``checkpoint_every`` iterations (``solver="lbfgs"`` only).
+        checkpoint_every : int, default=1
+        resume : str, optional
+            A checkpoint written by an earlier fit of the same estimator on the
+            same data: continue from it. The result is bit-identical to an
+            uninterrupted fit.
+        storage_options : dict, optional
+            File-system options for checkpoint URLs (e.g. S3 endpoint, credentials).
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, sample_weight, intercept_scaling=self.intercept_scaling)
+        self._fit(X, y, sample_weight, intercept_scaling=self.intercept_scaling,
+                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+                  storage_options=storage_options)
+        # As in scikit-learn's LinearSVC: the iteration count as an int.
+        self.n_iter_ = int(self.n_iter_[0])
+        return self

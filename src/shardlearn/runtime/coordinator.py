@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import statistics
 import time
 import uuid
@@ -14,6 +15,7 @@ from ..comm.reduce import ordered_reduce
 from ..data.dataset import Dataset
 from .balancing import Move, RebalancePolicy, relative_costs
 from .errors import KernelError, WorkerFailedError
+from .memory import check_worker_memory
 from .metrics import RuntimeReport, WorkerTotals
 from .placement import place_by_rows
 from .policies import RetryPolicy, StepTimeoutPolicy
@@ -61,15 +63,20 @@ class Coordinator:
         Defaults to the current session (an in-process one is started if none).
     name : str
         Used in reports and error messages.
+    state_bytes_per_row : int, optional
+        Per-row fit state the algorithm keeps on workers, for the memory check
+        run before workers read file shards (see :mod:`shardlearn.runtime.memory`).
     """
 
-    def __init__(self, dataset: Dataset, session=None, name: str = "fit"):
+    def __init__(self, dataset: Dataset, session=None, name: str = "fit",
+                 state_bytes_per_row: int | None = None):
         from .session import get_session
 
         self.dataset = dataset
         self.session = session or get_session()
         self.engine = self.session.engine
         self.name = name
+        self.state_bytes_per_row = state_bytes_per_row
         self.key = f"{name}-{dataset.id}-{uuid.uuid4().hex[:8]}"
         rows = [s.n_rows for s in dataset.shards]
         self.placement = place_by_rows(rows, self.engine.n_workers)
@@ -109,6 +116,8 @@ class Coordinator:
     def _ship_shards(self):
         _steps_started[0] += 1
         t0 = time.perf_counter()
+        # Shards that workers read from storage: fail before reading if they cannot fit.
+        check_worker_memory(self, self.state_bytes_per_row)
         self._open = True
         todo = [w for w, ids in enumerate(self.placement) if ids]
         sent = {}
@@ -142,6 +151,7 @@ class Coordinator:
                 pending.append(self.engine.submit(w, "load", self.key, *handles))
             if on_worker:
                 srcs = [(i, self.dataset.shards[i].source) for i in on_worker]
+                nbytes += sum(len(pickle.dumps(src)) for _, src in srcs)  # only sources travel
                 pending.append(self.engine.submit(w, "load_sources", self.key, *srcs))
             sent[w] = sent.get(w, 0) + nbytes
         done = self.engine.gather(pending, timeout=self.timeouts.timeout("load"))
@@ -309,6 +319,8 @@ class Coordinator:
             if self.engine.is_worker_loss(err):
                 lost.append((c.worker, f"{type(err).__name__}: {err}"))
                 continue
+            if step == "load" and isinstance(err, (ValueError, OSError)):
+                raise err  # bad data or unreadable storage: the message names the file and row
             raise KernelError(step, c.worker, None, f"{type(err).__name__}: {err}") from err
         return lost
 

@@ -26,6 +26,12 @@ class WorkerCore:
     def ping(self) -> int:
         return self.worker_id
 
+    def memory_info(self) -> dict:
+        """Host and available memory, for the coordinator's check before reading file shards."""
+        from .memory import host_memory_info
+
+        return host_memory_info()
+
     def load(self, key: str, *shards: Shard) -> int:
         """Take shards built on the driver (zero-copy views on the in-process engine)."""
         held = self.shards.setdefault(key, {})

@@ -27,28 +27,47 @@ def _chunks(shard):
 
 
 # -- targets -------------------------------------------------------------------------
+def class_weight_sums(shard, state, classes):
+    """Summed row weight of each class in the shard (for ``class_weight="balanced"``)."""
+    idx = np.searchsorted(classes, shard.y)
+    return np.bincount(idx, weights=shard.weights(), minlength=len(classes)).astype(np.float64)
+
+
 def prepare_targets(shard, state, classes, class_weight, mode):
     """Encode the shard's labels once per fit and keep them (and row weights) in ``state``.
 
-    mode "binary": y in {0, 1}; "index": class index; "ovr": +/-1 matrix (n, K).
-    Returns the summed row weight of the shard.
+    mode "binary": y in {0, 1}, weights (n,); "index": class index, weights (n,);
+    "ovr": +/-1 matrix (n, K) with K = 1 for two classes (positive class
+    ``classes[1]``) and weights (n, K). For one-vs-rest with more than two classes
+    the class weight of problem k multiplies only the rows of class k (the other
+    rows keep their sample weight), as liblinear does.
+    Returns the summed row weight (sample weight times class weight) of the shard.
     """
     idx = np.searchsorted(classes, shard.y)
     sw = shard.weights().astype(np.float64, copy=True)
-    if class_weight is not None:
-        sw *= class_weight[idx]
-    if mode == "binary":
-        state["y"] = idx.astype(np.float64)
-    elif mode == "index":
-        state["y"] = idx
+    cw = None if class_weight is None else np.asarray(class_weight, dtype=np.float64)
+    total = float(sw @ cw[idx]) if cw is not None else float(sw.sum())
+    if mode in ("binary", "index"):
+        if cw is not None:
+            sw *= cw[idx]
+        state["y"] = idx.astype(np.float64) if mode == "binary" else idx
+        state["sw"] = sw
     elif mode == "ovr":
-        Y = -np.ones((shard.n_rows, len(classes)), dtype=np.float64)
-        Y[np.arange(shard.n_rows), idx] = 1.0
+        rows = np.arange(shard.n_rows)
+        if len(classes) == 2:
+            Y = np.where(idx == 1, 1.0, -1.0)[:, None]
+            SW = (sw if cw is None else sw * cw[idx])[:, None]
+        else:
+            Y = -np.ones((shard.n_rows, len(classes)), dtype=np.float64)
+            Y[rows, idx] = 1.0
+            SW = np.repeat(sw[:, None], len(classes), axis=1)
+            if cw is not None:
+                SW[rows, idx] *= cw[idx]
         state["y"] = Y
+        state["sw"] = np.ascontiguousarray(SW)
     else:  # pragma: no cover - programming error
         raise ValueError(mode)
-    state["sw"] = sw
-    return float(sw.sum())
+    return total
 
 
 def _linear(Xc, W, fit_intercept):
@@ -130,7 +149,10 @@ def logistic_hessp(shard, state, v, n_classes, fit_intercept):
 
 # -- squared hinge (LinearSVC) --------------------------------------------------------
 def squared_hinge_loss_grad(shard, state, w, n_problems, fit_intercept):
-    """Summed weighted squared hinge over ``n_problems`` one-vs-rest problems and its gradient."""
+    """Summed weighted squared hinge over ``n_problems`` one-vs-rest problems and its gradient.
+
+    Row weights in ``state["sw"]`` have shape (n_rows, n_problems) (see :func:`prepare_targets`).
+    """
     X, Y, sw = shard.X, state["y"], state["sw"]
     W = w.reshape(n_problems, -1)
     G = np.zeros_like(W)
@@ -145,8 +167,8 @@ def squared_hinge_loss_grad(shard, state, w, n_problems, fit_intercept):
         active[a:b] = act
         m = np.where(act, margin, 0.0)
         s = sw[a:b]
-        loss += float(s @ (m * m).sum(axis=1))
-        R = -2.0 * Yc * m * s[:, None]
+        loss += float((s * m * m).sum())
+        R = -2.0 * Yc * m * s
         _accumulate_grad(G, Xc, R, fit_intercept)
     state["active"] = active
     return loss, G.ravel()
@@ -160,7 +182,7 @@ def squared_hinge_hessp(shard, state, v, n_problems, fit_intercept):
     for a, b in _chunks(shard):
         Xc = X[a:b]
         U = _linear(Xc, V, fit_intercept)
-        R = 2.0 * U * active[a:b] * sw[a:b, None]
+        R = 2.0 * U * active[a:b] * sw[a:b]
         _accumulate_grad(H, Xc, R, fit_intercept)
     return H.ravel()
 
@@ -179,7 +201,7 @@ def gram_stats(shard, state, fit_intercept):
     Y = y[:, None] if y.ndim == 1 else y
     sw = shard.weights().astype(np.float64, copy=False)
     S = float(sw.sum())
-    if fit_intercept:
+    if fit_intercept and S > 0:
         mx = np.asarray(X.T @ sw).ravel() / S
         my = (Y.T @ sw) / S
     else:
@@ -204,6 +226,11 @@ def merge_gram_stats(a, b):
     Sa, mxa, mya, Cxxa, Cxya, Cyya = a
     Sb, mxb, myb, Cxxb, Cxyb, Cyyb = b
     S = Sa + Sb
+    if Sa == 0:
+        # A shard whose rows all weigh zero adds nothing (and has no mean).
+        return (S, mxb, myb, Cxxa + Cxxb, Cxya + Cxyb, Cyya + Cyyb)
+    if Sb == 0:
+        return (S, mxa, mya, Cxxa + Cxxb, Cxya + Cxyb, Cyya + Cyyb)
     dx = mxb - mxa
     dy = myb - mya
     f = Sa * Sb / S

@@ -26,7 +26,10 @@ class DistributedObjective:
         S, the sum of row weights over all shards.
     C : float
     penalty_mask : ndarray of shape (n_params,)
-        1.0 where the parameter is penalised (0.0 for unpenalised intercepts).
+        Weight of each parameter's square in the penalty: 1.0 for coefficients,
+        0.0 for unpenalised intercepts, ``1 / intercept_scaling**2`` for
+        liblinear's penalised intercept. The penalty is
+        ``(1 / (2 C S)) * sum_j mask_j * w_j**2``.
     """
 
     def __init__(self, coordinator, loss_grad, hessp, kernel_args, total_weight, C, penalty_mask):
@@ -43,11 +46,11 @@ class DistributedObjective:
     def loss_grad(self, w):
         w = np.ascontiguousarray(w, dtype=np.float64)
         loss, grad = ordered_reduce(self.coordinator.map(
-            self.loss_grad_kernel, w, *self.kernel_args, step="loss_grad"))
+            self.loss_grad_kernel, w, *self.kernel_args, step="loss_grad", restore="latest"))
         self.n_evals += 1
         self._last_w = w.copy()
         wp = w * self.mask
-        f = loss / self.S + 0.5 * self.alpha * float(wp @ wp)
+        f = loss / self.S + 0.5 * self.alpha * float(wp @ w)
         g = grad / self.S + self.alpha * wp
         return f, g
 
