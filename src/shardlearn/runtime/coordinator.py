@@ -232,7 +232,7 @@ class Coordinator:
                     self._observe_costs(done)
             todo = []
             for w, cause in lost:
-                self._handle_loss(w, name, cause)
+                self._handle_loss(w, name, cause, detect_s=t_end - t0)
                 todo.append(w)
         if restore:
             self._remember(name, kernel, tuple(call_args), "latest" if restore == "latest" else "all")
@@ -324,8 +324,14 @@ class Coordinator:
             raise KernelError(step, c.worker, None, f"{type(err).__name__}: {err}") from err
         return lost
 
-    def _handle_loss(self, worker: int, step: str, cause: str, reship: bool = True) -> None:
-        """Replace a lost worker and rebuild its shards and state, within the retry budget."""
+    def _handle_loss(self, worker: int, step: str, cause: str, reship: bool = True,
+                     detect_s: float = 0.0) -> None:
+        """Replace a lost worker and rebuild its shards and state, within the retry budget.
+
+        Each failure is recorded with ``detect_s`` (the failed attempt's wall time,
+        e.g. the timeout a hung worker cost) and ``recovery_s`` (replacing the
+        worker, reloading its shards, replaying restore steps).
+        """
         while True:
             self.failures += 1
             if not self.retry.should_retry(self.failures):
@@ -346,8 +352,10 @@ class Coordinator:
             finally:
                 self.report.failures.append({
                     "step": step, "worker": worker, "shards": list(self.placement[worker]),
-                    "cause": cause, "recovery_s": time.perf_counter() - t0,
+                    "cause": cause, "detect_s": detect_s,
+                    "recovery_s": time.perf_counter() - t0,
                 })
+                detect_s = 0.0
             self.report.failures_recovered += 1
             return
 

@@ -71,6 +71,11 @@ class RuntimeReport:
     def bytes_moved(self) -> int:
         return sum(w.bytes_in + w.bytes_out for w in self.workers)
 
+    @property
+    def time_lost_s(self) -> float:
+        """Seconds lost to failures: failed attempts plus recoveries."""
+        return sum(f["detect_s"] + f["recovery_s"] for f in self.failures)
+
 
 @dataclass
 class FitReport:
@@ -95,6 +100,11 @@ class FitReport:
     failures: list[dict] = field(default_factory=list)
     moves: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+
+    @property
+    def time_lost_s(self) -> float:
+        """Seconds lost to worker failures: failed attempts plus recoveries."""
+        return sum(f.get("detect_s", 0.0) + f.get("recovery_s", 0.0) for f in self.failures)
 
     @classmethod
     def from_runtime(cls, estimator: str, rt: RuntimeReport, *, wall_s: float, n_iter: int,
@@ -136,7 +146,8 @@ class FitReport:
             lines.append(f"  rebalanced: moved (shard, from, to) {m['moves']} in {m['seconds']:.3f} s")
         for f in self.failures:
             lines.append(f"  failure: worker {f['worker']} in step {f['step']!r} ({f['cause']}); "
-                         f"recovered in {f['recovery_s']:.3f} s")
+                         f"detected after {f['detect_s']:.3f} s, recovered in "
+                         f"{f['recovery_s']:.3f} s")
         return "\n".join(lines)
 
     __str__ = summary

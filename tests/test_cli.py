@@ -1,0 +1,291 @@
+"""The ``shardlearn`` command line, run as a subprocess (``python -m shardlearn.cli``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import shardlearn
+from shardlearn.cli._files import _csv_exact_floats
+from shardlearn.data import Dataset
+from shardlearn.linear_model import LinearSVC, LogisticRegression, Ridge
+from shardlearn.testing import make_linear_regression, make_logistic
+
+CLI = [sys.executable, "-m", "shardlearn.cli"]
+#: Hang guard for one CLI run (not a speed requirement).
+HANG_GUARD_S = 280
+RAY_STARTED = "Started a local Ray instance"
+DEMO_MODELS = ("LogisticRegression", "LinearSVC", "Ridge", "LinearRegression")
+
+
+def run_cli(*args):
+    env = {**os.environ, "SHARDLEARN_PROGRESS": "never", "COLUMNS": "160"}
+    return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=HANG_GUARD_S, env=env)
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+# -- demo ---------------------------------------------------------------------------------
+def table_rows(stdout):
+    """{model: [shardlearn score, shardlearn time, sklearn score, sklearn time]} from the table."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = line.split()
+        if cells and cells[0] in DEMO_MODELS:
+            rows[cells[0]] = [float(c) for c in cells[2:6]]
+    return rows
+
+
+def check_demo_output(stdout, engine):
+    rows = table_rows(stdout)
+    assert set(rows) == set(DEMO_MODELS), stdout
+    for name in ("LogisticRegression", "LinearSVC"):
+        sl, _, sk, _ = rows[name]
+        # Same objective as scikit-learn: at most a couple of 750 test rows differ.
+        assert abs(sl - sk) <= 0.005, (name, sl, sk)
+        assert sl > 0.7, (name, sl)
+    for name in ("Ridge", "LinearRegression"):
+        sl, _, sk, _ = rows[name]
+        assert sl == pytest.approx(sk, abs=1e-4), (name, sl, sk)
+        assert sl > 0.9, (name, sl)
+    assert f"engine={engine}" in stdout
+    for name in DEMO_MODELS:
+        line = next(ln for ln in stdout.splitlines() if ln.strip().startswith(f"{name}:"))
+        n_iter = int(re.search(r"(\d+) iterations?", line).group(1))
+        assert n_iter >= 1
+        assert "worker steps" in line and "MB moved" in line and "on 2 workers" in line
+
+
+@pytest.mark.timeout(300)
+def test_demo_local_engine():
+    proc = ok(run_cli("demo", "--engine", "local", "--rows", 3000, "--features", 6,
+                      "--workers", 2, "--n-shards", 3))
+    check_demo_output(proc.stdout, "local")
+    assert "3 shards on 2 workers" in proc.stdout
+    assert RAY_STARTED not in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_demo_ray_engine():
+    proc = ok(run_cli("demo", "--engine", "ray", "--rows", 3000, "--features", 6, "--workers", 2,
+                      "--n-shards", 2))
+    check_demo_output(proc.stdout, "ray")
+    assert "workers shut down" in proc.stdout
+
+
+# -- train / predict round trip --------------------------------------------------------------
+def _classification_frame(label_name):
+    X, y = make_logistic(300, 4, n_classes=3, random_state=1)
+    names = np.array(["cat", "dog", "eel"], dtype=object)
+    df = pd.DataFrame(X, columns=[f"f{i}" for i in range(4)])
+    df[label_name] = names[y]
+    return df
+
+
+def _binary_frame(label_name):
+    X, y = make_logistic(300, 4, n_classes=2, random_state=2)
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    df.insert(2, label_name, y)  # label in the middle: features are found by name
+    return df
+
+
+def _read_predictions(path):
+    if path.suffix == ".csv":
+        return pd.read_csv(path, **_csv_exact_floats())
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    with np.load(path, allow_pickle=False) as npz:
+        return pd.DataFrame({k: npz[k] for k in npz.files})
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "npz"])
+def test_train_predict_round_trip(fmt, tmp_path, local_session):
+    data = tmp_path / f"train.{fmt}"
+    pred = tmp_path / f"pred.{fmt}"
+    model_dir = tmp_path / "model"
+    if fmt == "csv":
+        df = _classification_frame("target")
+        df.to_csv(data, index=False)
+        model, label, params = "logistic", "target", ["--param", "C=0.5"]
+        reference = LogisticRegression(C=0.5)
+    elif fmt == "parquet":
+        df = _binary_frame("label")
+        df.to_parquet(data, index=False)
+        model, label, params = "linear-svc", "label", ["--param", "C=2", "--param", "tol=1e-6"]
+        reference = LinearSVC(C=2.0, tol=1e-6)
+    else:
+        X, y = make_linear_regression(300, 4, random_state=3)
+        np.savez(data, X=X, y=y)
+        model, label, params = "ridge", None, ["--param", "alpha=0.3"]
+        reference = Ridge(alpha=0.3)
+    train_args = ["train", "--model", model, "--data", data, "--out", model_dir,
+                  "--engine", "local", "--workers", 2, "--n-shards", 3, *params]
+    if label:
+        train_args += ["--label", label]
+    proc = ok(run_cli(*train_args))
+    assert "3 shards" in proc.stdout and "iterations" in proc.stdout
+    assert (model_dir / "model.json").exists() and (model_dir / "arrays.npz").exists()
+
+    # The saved model is bit-identical to fitting the same data in-process (any worker count).
+    if fmt == "npz":
+        X_feat, y_true = X, y
+    else:
+        X_feat, y_true = df.drop(columns=[label]), df[label].to_numpy()
+    reference.fit(Dataset.from_arrays(X_feat, y_true, n_shards=3))
+    loaded = shardlearn.load(model_dir)
+    assert type(loaded) is type(reference)
+    np.testing.assert_array_equal(loaded.coef_, reference.coef_)
+    np.testing.assert_array_equal(loaded.intercept_, reference.intercept_)
+
+    predict_args = ["predict", "--model", model_dir, "--data", data, "--out", pred]
+    if label:
+        predict_args += ["--label", label]
+    ok(run_cli(*predict_args))
+    out = _read_predictions(pred)
+    assert len(out) == len(X_feat)
+    expected = loaded.predict(X_feat)
+    if fmt == "npz":
+        np.testing.assert_array_equal(out["prediction"].to_numpy(), expected)
+        assert list(out.columns) == ["prediction"]
+    else:
+        assert list(out["prediction"].astype(str)) == [str(v) for v in expected]
+    if fmt == "csv":
+        proba = loaded.predict_proba(X_feat)
+        assert list(out.columns) == ["prediction", "proba_cat", "proba_dog", "proba_eel"]
+        np.testing.assert_array_equal(out[["proba_cat", "proba_dog", "proba_eel"]].to_numpy(), proba)
+    if fmt == "parquet":
+        assert list(out.columns) == ["prediction"]  # LinearSVC has no predict_proba
+
+
+@pytest.mark.timeout(300)
+def test_predict_reorders_columns_and_refuses_unknown_ones(tmp_path):
+    """Features are matched by name; a label left in the features is a clear error."""
+    df = _binary_frame("label")
+    data = tmp_path / "train.csv"
+    df.to_csv(data, index=False)
+    model_dir = tmp_path / "m"
+    ok(run_cli("train", "--model", "logistic", "--data", data, "--label", "label",
+               "--out", model_dir, "--engine", "local", "--workers", 1))
+    shuffled = tmp_path / "shuffled.parquet"
+    df[["d", "label", "b", "a", "c"]].to_parquet(shuffled, index=False)
+    pred = tmp_path / "p.csv"
+    proc = ok(run_cli("predict", "--model", model_dir, "--data", shuffled, "--label", "label",
+                      "--out", pred))
+    assert "accuracy against column 'label'" in proc.stdout
+    loaded = shardlearn.load(model_dir)
+    expected = loaded.predict(df.drop(columns=["label"]))
+    np.testing.assert_array_equal(pd.read_csv(pred)["prediction"].to_numpy(), expected)
+
+    proc = run_cli("predict", "--model", model_dir, "--data", shuffled, "--out", tmp_path / "q.csv")
+    assert proc.returncode != 0
+    assert "'label'" in proc.stderr and "--label" in proc.stderr
+    assert not (tmp_path / "q.csv").exists()
+
+
+# -- bad input ------------------------------------------------------------------------------
+@pytest.fixture
+def good_csv(tmp_path):
+    df = _binary_frame("label")
+    df["city"] = ["x", "y", "z"] * 100
+    path = tmp_path / "data.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("case", [
+    "missing-file", "missing-label", "no-label-given", "non-numeric", "unknown-model",
+    "unknown-param", "bad-param-value", "malformed-param", "out-not-a-model",
+])
+def test_train_bad_input_fails_before_workers_start(case, good_csv, tmp_path):
+    out = tmp_path / "model"
+    base = ["train", "--engine", "ray", "--workers", 2, "--out", out]
+    drop_city = ["--data", good_csv]
+    args, expected, code = {
+        "missing-file": (["--model", "logistic", "--data", tmp_path / "nope.csv", "--label", "label"],
+                         ["nope.csv", "does not exist"], 1),
+        "missing-label": (["--model", "logistic", *drop_city, "--label", "target"],
+                          ["no column named 'target'", "'label'", "'city'"], 1),
+        "no-label-given": (["--model", "logistic", *drop_city], ["--label", "'label'"], 1),
+        "non-numeric": (["--model", "logistic", *drop_city, "--label", "label"],
+                        ["non-numeric", "'city'"], 1),
+        "unknown-model": (["--model", "forest", *drop_city, "--label", "label"],
+                          ["'forest'", "logistic", "linear-svc", "ridge", "linear"], 2),
+        "unknown-param": (["--model", "ridge", *drop_city, "--label", "label", "--param", "C=1"],
+                          ["no parameter 'C'", "alpha"], 2),
+        "bad-param-value": (["--model", "logistic", *drop_city, "--label", "label",
+                             "--param", "C=-1"], ["'C'", "-1"], 2),
+        "malformed-param": (["--model", "logistic", *drop_city, "--label", "label",
+                             "--param", "C"], ["KEY=VALUE"], 2),
+        "out-not-a-model": (["--model", "logistic", *drop_city, "--label", "label"],
+                            ["not a shardlearn model directory"], 2),
+    }[case]
+    if case == "out-not-a-model":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    before = good_csv.read_bytes()
+    proc = run_cli(*base, *args)
+    assert proc.returncode == code, proc.stderr
+    assert "Error" in proc.stderr and "Traceback" not in proc.stderr
+    for text in expected:
+        assert text in proc.stderr, (text, proc.stderr)
+    assert RAY_STARTED not in proc.stderr  # failed before any worker was started
+    assert good_csv.read_bytes() == before
+    if case == "out-not-a-model":
+        assert (out / "keep.txt").read_text() == "mine" and not (out / "model.json").exists()
+    else:
+        assert not out.exists()
+
+
+@pytest.mark.timeout(300)
+def test_train_reports_missing_values_with_row_and_column(tmp_path):
+    df = _binary_frame("label")
+    df.loc[7, "c"] = np.nan
+    path = tmp_path / "holes.parquet"
+    df.to_parquet(path, index=False)
+    proc = run_cli("train", "--model", "linear", "--data", path, "--label", "label",
+                   "--engine", "ray", "--out", tmp_path / "m")
+    assert proc.returncode == 1
+    assert "'c'" in proc.stderr and "row 7" in proc.stderr
+    assert RAY_STARTED not in proc.stderr
+
+
+@pytest.mark.timeout(300)
+def test_predict_bad_model_dir_and_output_type(tmp_path, good_csv):
+    proc = run_cli("predict", "--model", tmp_path / "nomodel", "--data", good_csv,
+                   "--out", tmp_path / "p.csv")
+    assert proc.returncode == 1 and "not a shardlearn model directory" in proc.stderr
+    proc = run_cli("predict", "--model", tmp_path / "nomodel", "--data", good_csv,
+                   "--out", tmp_path / "p.xlsx")
+    assert proc.returncode == 1 and "'.xlsx'" in proc.stderr and ".parquet" in proc.stderr
+
+
+# -- info -----------------------------------------------------------------------------------
+@pytest.mark.timeout(300)
+def test_info_prints_versions_and_engine():
+    import scipy
+    import sklearn
+
+    proc = ok(run_cli("info", "--engine", "local", "--workers", 3))
+    out = proc.stdout
+    for name, version in [("shardlearn", shardlearn.__version__), ("numpy", np.__version__),
+                          ("scipy", scipy.__version__), ("scikit-learn", sklearn.__version__),
+                          ("pandas", pd.__version__)]:
+        assert re.search(rf"{re.escape(name)}\s*[│|]\s*{re.escape(version)}\b", out), (name, out)
+    assert re.search(r"ray\s*[│|]\s*\d+\.\d+", out)
+    assert re.search(r"python\s*[│|]\s*" + re.escape(".".join(map(str, sys.version_info[:3]))), out)
+    assert re.search(rf"CPUs\s*[│|]\s*{os.cpu_count()}\b", out)
+    assert re.search(r"n_workers\s*[│|]\s*3\b", out)
+    assert re.search(r"engine\s*[│|]\s*local\b", out)
