@@ -295,3 +295,22 @@ def test_ray_sigkill_mid_fit_gives_the_fault_free_model(name, ray_cluster):
     assert report.failures[0]["worker"] == 1 and report.failures[0]["step"] == step
     assert sum(w.rows for w in report.workers) == ds.n_rows
     assert np.array_equal(getattr(model, attr), reference)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_shards_moved_mid_fit_give_the_same_model(name):
+    """A very slow worker makes the runtime move shards during the fit: moved shards get
+    their state rebuilt by the algorithm's restore steps, and the model does not change."""
+    from shardlearn.runtime.balancing import RebalancePolicy
+
+    ds = _estimator_data()
+    est, _, attr = ESTIMATORS[name]()
+    with session("local", n_workers=1):
+        reference = getattr(est.__class__(**est.get_params()).fit(ds), attr)
+    eager = RebalancePolicy(min_gain=0.05, min_samples=1, min_step_s=0.0)
+    with session("local", n_workers=3, rebalance=eager):
+        with inject_faults(FaultSpec(2, "slow", factor=30.0)):
+            model = est.__class__(**est.get_params()).fit(ds)
+    assert model.fit_report_.moves, "no shard was moved"
+    assert np.array_equal(getattr(model, attr), reference)

@@ -38,11 +38,15 @@ class RebalancePolicy:
         Move only if the predicted step time drops by at least this fraction.
     min_samples : int
         Steps measured (since the last move) before deciding anything.
+    min_step_s : float
+        Steps whose slowest worker computes for less than this are not used to
+        judge speed: on tiny steps, timer noise and per-call overhead dominate.
     """
 
-    def __init__(self, min_gain: float = 0.2, min_samples: int = 3):
+    def __init__(self, min_gain: float = 0.2, min_samples: int = 3, min_step_s: float = 0.005):
         self.min_gain = min_gain
         self.min_samples = min_samples
+        self.min_step_s = min_step_s
 
     def decide(self, placement: Sequence[Sequence[int]], shard_rows: Sequence[int],
                cost: Sequence[float]) -> list[Move]:

@@ -24,10 +24,6 @@ from .policies import RetryPolicy, StepTimeoutPolicy
 #: every worker, instead of being serialised once per worker.
 BROADCAST_THRESHOLD_BYTES = 64 * 1024
 
-#: Steps whose slowest worker computes for less than this are not used to judge
-#: worker speed: on tiny steps, timer noise and per-call overhead dominate.
-MIN_BALANCED_STEP_S = 0.005
-
 _step_counter = itertools.count()
 
 
@@ -90,7 +86,9 @@ class Coordinator:
         self.retry = RetryPolicy(self.session.max_failures)
         self.timeouts = StepTimeoutPolicy(self.session.step_timeout)
         self.failures = 0
-        self.balancer = RebalancePolicy() if self.session.rebalance else None
+        rebalance = self.session.rebalance
+        self.balancer = (rebalance if isinstance(rebalance, RebalancePolicy)
+                         else RebalancePolicy() if rebalance else None)
         self._cost_samples = [deque(maxlen=5) for _ in range(self.engine.n_workers)]
         # Steps that rebuild per-shard state on a replacement worker, in order:
         # (name, kernel, call_args); "latest" entries are replaced by their next call.
@@ -250,11 +248,13 @@ class Coordinator:
 
     # -- stragglers ---------------------------------------------------------------
     def _observe_costs(self, done):
+        if self.balancer is None:
+            return
         rows = [sum(self.dataset.shards[i].n_rows for i in ids) for ids in self.placement]
         seconds = [0.0] * len(self.placement)
         for c in done:
             seconds[c.worker] = float(sum(c.value[1]))
-        if max(seconds) < MIN_BALANCED_STEP_S:
+        if max(seconds) < self.balancer.min_step_s:
             return  # timer noise and call overhead dominate: nothing worth moving for
         for w, cost in relative_costs(seconds, rows).items():
             self._cost_samples[w].append(cost)

@@ -14,7 +14,7 @@ class Session:
     """A running group of workers. Also a context manager that shuts it down on exit."""
 
     def __init__(self, engine: Engine, *, auto: bool = False, max_failures: int = 3,
-                 step_timeout: float | None = None, rebalance: bool = True):
+                 step_timeout: float | None = None, rebalance=True):
         self.engine = engine
         self.rebalance = rebalance
         self.auto = auto
@@ -54,7 +54,7 @@ class Session:
 
 
 def init(engine: str = "local", n_workers: int | None = None, address: str | None = None, *,
-         max_failures: int = 3, step_timeout: float | None = None, rebalance: bool = True,
+         max_failures: int = 3, step_timeout: float | None = None, rebalance=True,
          **engine_kwargs) -> Session:
     """Start (or connect to) workers and make them the current session.
 
