@@ -2,6 +2,7 @@
 
 from .dataset import Dataset, ShardInfo
 from .planning import DEFAULT_SHARD_BYTES, plan_shard_count, row_boundaries
+from .readers import open_dataset, read_csv, read_parquet
 from .shard import ArraySliceSource, Shard, ShardSource
 
 __all__ = [
@@ -11,6 +12,9 @@ __all__ = [
     "Shard",
     "ShardInfo",
     "ShardSource",
+    "open_dataset",
     "plan_shard_count",
+    "read_csv",
+    "read_parquet",
     "row_boundaries",
 ]

@@ -81,6 +81,8 @@ class Dataset:
         n_rows = Xc.shape[0]
         row_nbytes = shard_nbytes(Xc) / n_rows
         if boundaries is not None:
+            if n_shards is not None:
+                raise ValueError("Pass n_shards or boundaries, not both (boundaries set the shards).")
             bounds = _check_boundaries(boundaries, n_rows)
         else:
             if n_shards is None:

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import storage
+
 FORMAT = "shardlearn-model"
 FORMAT_VERSION = 1
 _META = "model.json"
@@ -40,7 +42,12 @@ def _encode(value, name, arrays):
     if isinstance(value, (list, tuple)):
         return [_encode(v, f"{name}.{i}", arrays) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {"__dict__": {k: _encode(v, f"{name}.{k}", arrays) for k, v in value.items()}}
+        if all(isinstance(k, str) for k in value):
+            return {"__dict__": {k: _encode(v, f"{name}.{k}", arrays) for k, v in value.items()}}
+        # Non-string keys (e.g. class_weight={0: 1.0, 1: 2.0}) would turn into strings
+        # as JSON object keys: keep them, with their types, as (key, value) pairs.
+        return {"__items__": [[_encode(k, f"{name}.key{i}", arrays), _encode(v, f"{name}.{i}", arrays)]
+                              for i, (k, v) in enumerate(value.items())]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"cannot save attribute {name!r} of type {type(value).__name__} without pickle")
@@ -52,20 +59,45 @@ def _decode(value, arrays):
             return arrays[value["__array__"]]
         if "__strings__" in value:
             vals = value["__strings__"]
-            if value.get("types") == ["int"]:
-                out = np.array([int(v) for v in vals], dtype=object)
+            parse = _parser(value.get("types"))
+            if value["kind"] == "O" and parse is not None:
+                # Numbers and booleans held in an object array (e.g. classes_ of float
+                # labels) come back as numbers, not as their text.
+                out = np.array([parse(v) for v in vals], dtype=object)
             elif value["kind"] == "O":
                 out = np.array(vals, dtype=object)
             else:
                 out = np.array(vals)
             return out.reshape(value["shape"])
         if "__report__" in value:
-            return value["__report__"]
+            return _decode_report(value["__report__"])
         if "__dict__" in value:
             return {k: _decode(v, arrays) for k, v in value["__dict__"].items()}
+        if "__items__" in value:
+            return {_decode(k, arrays): _decode(v, arrays) for k, v in value["__items__"]}
     if isinstance(value, list):
         return [_decode(v, arrays) for v in value]
     return value
+
+
+def _parser(types):
+    """How to read back one saved value of a single Python/numpy scalar type, or None."""
+    if not types or len(types) != 1:
+        return None
+    base = types[0].rstrip("0123456789_")  # int64 -> int, float32 -> float, bool_ -> bool
+    return {"int": int, "uint": int, "float": float, "bool": lambda v: v == "True"}.get(base)
+
+
+def _decode_report(d):
+    """A saved ``fit_report_`` back as a FitReport (other dataclasses stay dicts)."""
+    from ..runtime.metrics import FitReport, StepTotals, WorkerTotals
+
+    try:
+        fields = dict(d, workers=[WorkerTotals(**w) for w in d["workers"]],
+                      steps=[StepTotals(**st) for st in d["steps"]])
+        return FitReport(**fields)
+    except (KeyError, TypeError):
+        return d
 
 
 def _jsonable(obj):
@@ -80,8 +112,15 @@ def _jsonable(obj):
     return obj
 
 
-def save_model(estimator, path) -> Path:
-    """Write ``estimator`` to the directory ``path`` atomically (temp dir + rename)."""
+def save_model(estimator, path, storage_options: dict | None = None) -> Path | str:
+    """Write ``estimator`` to the directory ``path`` atomically.
+
+    ``path`` is a local directory (or ``file://`` URL): written as a temporary
+    directory, then renamed into place. Or a storage URL (``s3://bucket/models/m1``,
+    ``gs://``, ``hdfs://``): ``arrays.npz`` then ``model.json`` are written as single
+    objects, ``model.json`` last and carrying the SHA-256 of the arrays, so a reader
+    never loads a half-written or mixed model. ``storage_options`` as for the readers.
+    """
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
@@ -97,7 +136,9 @@ def save_model(estimator, path) -> Path:
         "class": f"{cls.__module__}.{cls.__qualname__}",
         "shardlearn_version": _version(), "params": params, "attributes": attrs,
     }
-    path = Path(path)
+    if not storage.is_local(path):
+        return _save_remote(meta, arrays, os.fspath(path), storage_options)
+    path = Path(storage.local_path(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -127,27 +168,85 @@ def _replace_dir(new: Path, target: Path):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_model(path):
-    """Load a model saved by :func:`save_model`; no cluster and no pickle needed."""
-    path = Path(path)
+def load_model(path, storage_options: dict | None = None):
+    """Load a model saved by :func:`save_model` (local path or storage URL); no pickle."""
+    if not storage.is_local(path):
+        return _load_remote(os.fspath(path), storage_options)
+    path = Path(storage.local_path(path))
     meta_file = path / _META
     if not meta_file.exists():
         raise FileNotFoundError(f"{path} is not a shardlearn model directory (no {_META} inside).")
     with open(meta_file) as f:
         meta = json.load(f)
+    _check_meta(meta, path)
+    with np.load(path / _ARRAYS, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return _build_estimator(meta, arrays)
+
+
+def _check_meta(meta, path):
+    meta_file = f"{path}/{_META}"
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_file} is not a shardlearn model file (format={meta.get('format')!r}).")
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(
             f"{path} was written by a newer shardlearn (format {meta['format_version']}); upgrade shardlearn."
         )
+
+
+def _build_estimator(meta, arrays):
     cls = _resolve_class(meta["class"])
-    with np.load(path / _ARRAYS, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
     est = cls(**{k: _decode(v, arrays) for k, v in meta["params"].items()})
     for name, value in meta["attributes"].items():
         setattr(est, name, _decode(value, arrays))
     return est
+
+
+def _save_remote(meta: dict, arrays: dict, url: str, storage_options) -> str:
+    """Object-store save: ``arrays.npz`` first, ``model.json`` (with its checksum) last."""
+    import hashlib
+    import io
+
+    names = storage.list_names(url, storage_options)
+    if names and _META not in names:
+        raise FileExistsError(
+            f"{url} exists and is not a shardlearn model ({names[:5]} inside, no {_META}); "
+            "refusing to overwrite it. Choose another URL or remove it yourself."
+        )
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    data = buf.getvalue()
+    meta = dict(meta, arrays_sha256=hashlib.sha256(data).hexdigest())
+    storage.write_bytes_atomic(storage.join(url, _ARRAYS), data, storage_options)
+    body = json.dumps(meta, indent=1, allow_nan=True).encode()
+    storage.write_bytes_atomic(storage.join(url, _META), body, storage_options)
+    return url
+
+
+def _load_remote(url: str, storage_options):
+    import hashlib
+    import io
+
+    try:
+        raw = storage.read_bytes(storage.join(url, _META), storage_options)
+    except storage.StorageError as exc:
+        if "does not exist" in str(exc):
+            raise FileNotFoundError(
+                f"{url} is not a shardlearn model (no {_META} there). Check the URL."
+            ) from None
+        raise
+    meta = json.loads(raw)
+    _check_meta(meta, url)
+    data = storage.read_bytes(storage.join(url, _ARRAYS), storage_options)
+    expected = meta.get("arrays_sha256")
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(
+            f"{url}: {_ARRAYS} does not match {_META} (checksum differs): the model is being "
+            "overwritten right now, or was damaged. Load it again once the writer has finished."
+        )
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return _build_estimator(meta, arrays)
 
 
 def _resolve_class(qualname: str):
