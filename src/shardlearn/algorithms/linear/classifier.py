@@ -88,7 +88,14 @@ def fit_linear_classifier(dataset, classes, *, loss="log_loss", C=1.0, fit_inter
         mask[:, d] = 1.0 / intercept_scaling**2 if penalize_intercept else 0.0
     # The driver's own linear algebra runs on one BLAS thread on every engine, so the
     # iterates are bit-identical whether the workers are threads or Ray actors.
-    with Coordinator(dataset, session=session, name=estimator) as coord, \
+    # Per-row state on the workers (see runtime/memory.py): encoded labels, row
+    # weights, and the curvature / active set the Hessian products read.
+    if loss == "log_loss":
+        state_bytes = 24 if n_classes == 2 else 16 + 8 * n_classes
+    else:
+        state_bytes = 17 * n_problems
+    with Coordinator(dataset, session=session, name=estimator,
+                     state_bytes_per_row=state_bytes) as coord, \
             threadpool_limits(limits=1):
         if isinstance(class_weight, str):
             counts = coord.reduce(kernels.class_weight_sums, classes, step="class_counts")

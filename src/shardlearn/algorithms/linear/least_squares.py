@@ -65,7 +65,7 @@ def fit_least_squares(dataset, *, alpha=0.0, fit_intercept=True, estimator="Line
     computed from the merged statistics.
     """
     t0 = time.perf_counter()
-    with Coordinator(dataset, session=session, name=estimator) as coord:
+    with Coordinator(dataset, session=session, name=estimator, state_bytes_per_row=0) as coord:
         stats = coord.reduce(kernels.gram_stats, fit_intercept, combine=kernels.merge_gram_stats,
                              step="gram")
         S, mx, my, Cxx, Cxy, Cyy = stats
