@@ -201,6 +201,10 @@ def test_rebalance_policy_moves_work_off_a_slow_worker():
     assert len(moves) == 2                               # slow keeps 1 shard: 400 vs 400/400
     assert RebalancePolicy().decide(placement, rows, [1.0, 1.05, 1.0]) == []
     assert RebalancePolicy().decide(placement, rows, [1.0, 4.0, 1.0]) == moves  # deterministic
+    # Even a hopeless worker keeps one shard, so it stays measured.
+    lone = RebalancePolicy().decide([[0, 1], [2, 3]], [100] * 4, [1.0, 100.0])
+    assert [m.shard for m in lone] == [2]
+    assert [RebalancePolicy(min_samples=3).samples_needed(k) for k in range(3)] == [3, 6, 12]
     costs = relative_costs([1.0, 4.0, 1.0], [300, 300, 300])
     assert costs[1] == pytest.approx(2.0) and costs[0] == pytest.approx(0.5)
 
@@ -268,7 +272,19 @@ def _pca_randomized():
     return PCA(n_components=3, svd_solver="randomized", random_state=0), "power", "components_"
 
 
-ESTIMATORS = {"logistic": _logistic, "logistic-trust-ncg": _logistic_trust, "linear-svc": _svc,
+def _kmeans():
+    from shardlearn.cluster import KMeans
+
+    return KMeans(n_clusters=5, n_init=2, random_state=0), "lloyd", "cluster_centers_"
+
+
+def _bisecting():
+    from shardlearn.cluster import BisectingKMeans
+
+    return BisectingKMeans(n_clusters=5, random_state=0), "bisect-lloyd", "labels_"
+
+
+ESTIMATORS = {"kmeans": _kmeans, "bisecting-kmeans": _bisecting, "logistic": _logistic, "logistic-trust-ncg": _logistic_trust, "linear-svc": _svc,
               "pca": _pca, "pca-randomized": _pca_randomized}
 
 

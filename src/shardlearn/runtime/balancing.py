@@ -37,16 +37,22 @@ class RebalancePolicy:
     min_gain : float
         Move only if the predicted step time drops by at least this fraction.
     min_samples : int
-        Steps measured (since the last move) before deciding anything.
+        Steps measured (since the last move) before deciding anything; each
+        rebalance of a fit doubles it for the next one (backing off when moves
+        keep chasing noise).
     min_step_s : float
         Steps whose slowest worker computes for less than this are not used to
         judge speed: on tiny steps, timer noise and per-call overhead dominate.
     """
 
-    def __init__(self, min_gain: float = 0.2, min_samples: int = 3, min_step_s: float = 0.005):
+    def __init__(self, min_gain: float = 0.25, min_samples: int = 4, min_step_s: float = 0.005):
         self.min_gain = min_gain
         self.min_samples = min_samples
         self.min_step_s = min_step_s
+
+    def samples_needed(self, rebalances_so_far: int) -> int:
+        """Measured steps required before the next decision, after that many rebalances."""
+        return self.min_samples * 2 ** rebalances_so_far
 
     def decide(self, placement: Sequence[Sequence[int]], shard_rows: Sequence[int],
                cost: Sequence[float]) -> list[Move]:
@@ -66,7 +72,10 @@ class RebalancePolicy:
         while True:
             slow = max(range(n), key=lambda w: (load[w], -w))
             best = None
-            for i in sorted(owned[slow]):
+            # A worker keeps at least one shard: it stays measured, so shards can
+            # come back when it was only slow for a while.
+            candidates = sorted(owned[slow]) if len(owned[slow]) > 1 else []
+            for i in candidates:
                 for t in range(n):
                     if t == slow:
                         continue

@@ -89,7 +89,7 @@ class Coordinator:
         rebalance = self.session.rebalance
         self.balancer = (rebalance if isinstance(rebalance, RebalancePolicy)
                          else RebalancePolicy() if rebalance else None)
-        self._cost_samples = [deque(maxlen=5) for _ in range(self.engine.n_workers)]
+        self._cost_samples = [deque(maxlen=64) for _ in range(self.engine.n_workers)]
         # Steps that rebuild per-shard state on a replacement worker, in order:
         # (name, kernel, call_args); "latest" entries are replaced by their next call.
         self._restore_log: list[tuple[str, Callable, tuple, str]] = []
@@ -263,8 +263,8 @@ class Coordinator:
         if self.balancer is None or len(self.placement) < 2:
             return
         samples = self._cost_samples
-        if any(len(samples[w]) < self.balancer.min_samples
-               for w, ids in enumerate(self.placement) if ids):
+        need = self.balancer.samples_needed(len(self.report.moves))
+        if any(len(samples[w]) < need for w, ids in enumerate(self.placement) if ids):
             return
         cost = [statistics.median(s) if s else 1.0 for s in samples]
         moves = self.balancer.decide(self.placement, [s.n_rows for s in self.dataset.shards], cost)
