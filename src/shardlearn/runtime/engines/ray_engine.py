@@ -91,6 +91,8 @@ class RayEngine(Engine):
         except Exception as exc:
             self.shutdown()
             raise RuntimeError(f"Ray workers did not start within {ACTOR_START_TIMEOUT_S:.0f} s: {exc}") from exc
+        #: Every actor process this engine started, replacements included (leak checks).
+        self.all_pids = list(self.pids)
 
     def submit(self, worker, method, *args):
         return worker, self.actors[worker].call.remote(method, *args)
@@ -117,6 +119,7 @@ class RayEngine(Engine):
 
             raise WorkerLostError("restart", worker, f"replacement actor did not start: {exc}") from exc
         self.actors[worker] = actor
+        self.all_pids.append(self.pids[worker])
         if self.faults_for(worker):
             self._install_faults(worker)
 
