@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.exceptions import DataConversionWarning
 from sklearn.linear_model._base import LinearClassifierMixin
 
@@ -61,6 +61,40 @@ class DistributedLinearClassifier(DistributedEstimatorMixin, LinearClassifierMix
     _penalize_intercept = False
     _model_attributes = ("coef_", "intercept_", "classes_", "n_iter_")
 
+    #: liblinear's constant-feature value (LinearSVC's parameter); 1.0 elsewhere.
+    intercept_scaling = 1.0
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1,
+            resume=None, storage_options=None):
+        """Fit on X (ndarray, DataFrame, CSR or Dataset) and labels y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features) or Dataset
+        y : array-like of shape (n_samples,)
+            Omitted when X is a Dataset (it carries its labels).
+        sample_weight : array-like of shape (n_samples,), default=None
+        checkpoint : str, optional
+            Local path or storage URL where the solver state (iterate, gradient,
+            L-BFGS memory, iteration) is written atomically every
+            ``checkpoint_every`` iterations (``solver="lbfgs"`` only).
+        checkpoint_every : int, default=1
+        resume : str, optional
+            A checkpoint written by an earlier fit of the same estimator on the
+            same data: continue from it. The result is bit-identical to an
+            uninterrupted fit.
+        storage_options : dict, optional
+            File-system options for checkpoint URLs (e.g. S3 endpoint, credentials).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, sample_weight, intercept_scaling=self.intercept_scaling,
+                         checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                         resume=resume, storage_options=storage_options)
+
     def _fit(self, X, y, sample_weight, intercept_scaling=1.0, checkpoint=None,
              checkpoint_every=1, resume=None, storage_options=None):
         check_y_given(self, X, y)
@@ -85,9 +119,13 @@ class DistributedLinearClassifier(DistributedEstimatorMixin, LinearClassifierMix
         self.classes_ = classes
         self.coef_ = fit.coef
         self.intercept_ = fit.intercept
-        self.n_iter_ = np.array([fit.result.n_iter], dtype=np.int32)
+        # As scikit-learn: an array for LogisticRegression, an int for LinearSVC.
+        self.n_iter_ = self._n_iter_output(fit.result.n_iter)
         self.fit_report_ = fit.report
         return self
+
+    def _n_iter_output(self, n_iter):
+        return np.array([n_iter], dtype=np.int32)
 
     def decision_function(self, X):
         """Signed distance to the hyperplane(s); computed on the driver, no cluster needed.

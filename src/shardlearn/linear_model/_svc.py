@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..algorithms.linear.solvers import SOLVERS
@@ -83,36 +82,5 @@ class LinearSVC(DistributedLinearClassifier):
         self.tol = tol
         self.max_iter = max_iter
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1,
-            resume=None, storage_options=None):
-        """Fit on X (ndarray, DataFrame, CSR or Dataset) and labels y.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features) or Dataset
-        y : array-like of shape (n_samples,)
-            Omitted when X is a Dataset (it carries its labels).
-        sample_weight : array-like of shape (n_samples,), default=None
-        checkpoint : str, optional
-            Local path or storage URL where the solver state (iterate, gradient,
-            L-BFGS memory, iteration) is written atomically every
-            ``checkpoint_every`` iterations (``solver="lbfgs"`` only).
-        checkpoint_every : int, default=1
-        resume : str, optional
-            A checkpoint written by an earlier fit of the same estimator on the
-            same data: continue from it. The result is bit-identical to an
-            uninterrupted fit.
-        storage_options : dict, optional
-            File-system options for checkpoint URLs (e.g. S3 endpoint, credentials).
-
-        Returns
-        -------
-        self
-        """
-        self._fit(X, y, sample_weight, intercept_scaling=self.intercept_scaling,
-                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                  storage_options=storage_options)
-        # As in scikit-learn's LinearSVC: the iteration count as an int.
-        self.n_iter_ = int(self.n_iter_[0])
-        return self
+    def _n_iter_output(self, n_iter):
+        return int(n_iter)
