@@ -466,3 +466,22 @@ def test_from_arrays_explicit_boundaries_are_checked(data):
             Dataset.from_arrays(X, y, boundaries=bad)
     with pytest.raises(ValueError, match="not both"):
         Dataset.from_arrays(X, y, n_shards=2, boundaries=[0, 10, len(y)])
+
+
+def test_oversized_row_group_is_split_into_shards(tmp_path, local_session):
+    """One 10,000-row row group and a 2,000-row shard target: five shards of one group,
+    each holding its own rows, and the model equals the in-memory one."""
+    from shardlearn.linear_model import LogisticRegression
+    from shardlearn.testing import make_logistic
+
+    X, y = make_logistic(10_000, 4, random_state=4)
+    table = pa.table({**{f"f{j}": X[:, j] for j in range(4)}, "y": y})
+    path = tmp_path / "one_group.parquet"
+    pq.write_table(table, path, row_group_size=10_000)
+    ds = shardlearn.read_parquet(str(path), label="y", shard_rows=2_000)
+    assert ds.n_shards == 5 and [s.n_rows for s in ds.shards] == [2_000] * 5
+    for i in range(ds.n_shards):
+        shard = ds.load_shard(i)
+        assert np.array_equal(shard.X, X[2_000 * i:2_000 * (i + 1)])
+    mem = Dataset.from_arrays(X, y, boundaries=ds.boundaries)
+    assert np.array_equal(LogisticRegression().fit(ds).coef_, LogisticRegression().fit(mem).coef_)

@@ -20,6 +20,7 @@ from typing import ClassVar
 import numpy as np
 
 from ...io.storage import FileLocation, StorageError, storage_error
+from ..planning import row_boundaries
 from ..shard import Shard
 from ._common import (
     FileDataError,
@@ -115,6 +116,11 @@ class ParquetRowGroupSource:
     label: str | None
     weight: str | None
     dtype: str
+    #: Rows of the row-group range skipped before this shard's rows: an oversized
+    #: row group is split into several shards that each keep one slice of it.
+    skip: int = 0
+    #: Rows in the whole row-group range (-1: the same as ``n_rows``).
+    range_rows: int = -1
     load_on_worker: ClassVar[bool] = True
 
     @property
@@ -128,15 +134,19 @@ class ParquetRowGroupSource:
         try:
             md = pf.metadata
             rows = [md.row_group(i).num_rows for i in range(min(md.num_row_groups, self.rg_stop))]
-            if md.num_row_groups < self.rg_stop or sum(rows[self.rg_start:self.rg_stop]) != self.n_rows:
+            expected = self.n_rows if self.range_rows < 0 else self.range_rows
+            if md.num_row_groups < self.rg_stop or sum(rows[self.rg_start:self.rg_stop]) != expected:
                 raise FileDataError(
                     f"{self.location.url} changed since the data was planned: row groups "
-                    f"{self.rg_start}..{self.rg_stop - 1} no longer hold {self.n_rows} rows. "
+                    f"{self.rg_start}..{self.rg_stop - 1} no longer hold {expected} rows. "
                     "Do not modify files while they are being trained on; open the dataset again."
                 )
             try:
-                return pf.read_row_groups(range(self.rg_start, self.rg_stop), columns=columns,
-                                          use_threads=True)
+                table = pf.read_row_groups(range(self.rg_start, self.rg_stop), columns=columns,
+                                           use_threads=True)
+                if self.range_rows >= 0:
+                    table = table.slice(self.skip, self.n_rows)
+                return table
             except (pa.ArrowException, OSError) as exc:
                 if isinstance(exc, (FileNotFoundError, PermissionError)):
                     raise storage_error(self.location.url, exc) from None
@@ -195,8 +205,15 @@ def plan_parquet(locations: list[FileLocation], *, features, label, weight, dtyp
     for ft in footers:
         offsets = np.concatenate([[0], np.cumsum(ft.row_group_rows)])
         for a, b, rows in group_rows(ft.row_group_rows, rows_target):
-            sources.append(ParquetRowGroupSource(
-                ft.location, a, b, int(offsets[a]), int(rows), tuple(features), label, weight,
-                np.dtype(dtype).name,
-            ))
+            # A row group far larger than a shard is split into slices, so no worker
+            # holds an oversized shard (the whole group is read, then sliced).
+            pieces = max(1, int(rows) // rows_target) if b - a == 1 else 1
+            bounds = row_boundaries(int(rows), pieces)
+            for k in range(pieces):
+                lo, hi = int(bounds[k]), int(bounds[k + 1])
+                sources.append(ParquetRowGroupSource(
+                    ft.location, a, b, int(offsets[a]) + lo, hi - lo, tuple(features), label,
+                    weight, np.dtype(dtype).name, skip=lo,
+                    range_rows=-1 if pieces == 1 else int(rows),
+                ))
     return sources, list(features)
