@@ -109,3 +109,44 @@ def test_driver_killed_at_step_k_then_resume_gives_the_same_model(tmp_path):
     # The resumed fit did only the iterations after the crash.
     assert resumed.fit_report_.extra["function_evaluations"] < \
         uninterrupted.fit_report_.extra["function_evaluations"]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_kmeans_resume_at_every_pass_is_bit_identical(n_init, tmp_path, monkeypatch):
+    """Resume KMeans from checkpoints taken after Lloyd passes (several runs, the best
+    kept across them, the seed RNG restored): every resumed fit equals the full one."""
+    from shardlearn.cluster import KMeans
+
+    X = np.random.default_rng(8).normal(size=(3000, 4))
+    X[:1000] += 4
+    X[1000:2000] -= 4
+    # random_state=None: only a restored RNG state can give the same seeds again.
+    params = dict(n_clusters=4, n_init=n_init, max_iter=20, tol=0.0, random_state=None)
+    snapshots = []
+    original = CheckpointStore.save
+
+    def keep_every(self, step, arrays, meta):
+        original(self, step, arrays, meta)
+        path = tmp_path / f"pass{step}.npz"
+        path.write_bytes((tmp_path / "ck.npz").read_bytes())
+        snapshots.append(str(path))
+
+    with session("local", n_workers=2):
+        monkeypatch.setattr(CheckpointStore, "save", keep_every)
+        full = KMeans(**params).fit(X, checkpoint=str(tmp_path / "ck.npz"))
+        monkeypatch.setattr(CheckpointStore, "save", original)
+        assert len(snapshots) >= 3
+        total = _calls(full, "lloyd")
+        for snap in snapshots[:: max(1, len(snapshots) // 6)] + snapshots[-1:]:
+            again = KMeans(**params).fit(X, resume=snap)
+            assert np.array_equal(again.cluster_centers_, full.cluster_centers_), snap
+            assert np.array_equal(again.labels_, full.labels_)
+            assert again.inertia_ == full.inertia_ and again.n_iter_ == full.n_iter_
+            # It continued: only the passes after the checkpoint ran.
+            done = int(snap.rsplit("pass", 1)[1].split(".")[0])
+            assert _calls(again, "lloyd") == total - done
+
+
+def _calls(model, step):
+    return sum(s.calls for s in model.fit_report_.steps if s.name == step)

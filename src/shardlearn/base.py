@@ -67,6 +67,35 @@ class DistributedEstimatorMixin:
         check_finite(Xc, name="X", allow_nan=allow_nan)
         return Xc
 
+    def _checkpoint_stores(self, dataset, checkpoint, checkpoint_every, resume, storage_options,
+                           **identity):
+        """Checkpoint stores for a fit, validated (and a resume point read) before any work.
+
+        A checkpoint is tied to the estimator, its parameters (except the stopping
+        rules ``max_iter`` and ``tol``, which a resumed fit may change), the data's
+        shape and ``identity`` (e.g. the classes).
+        """
+        from .runtime.checkpoint import CheckpointStore
+
+        if checkpoint is None and resume is None:
+            return None, None
+        if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+            raise ValueError(
+                f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("max_iter", "tol")}
+        fingerprint = {"estimator": type(self).__name__, "params": params,
+                       "n_rows": dataset.n_rows, "n_features": dataset.n_features,
+                       "n_shards": dataset.n_shards, **identity}
+        ckpt = None if checkpoint is None else CheckpointStore(
+            checkpoint, every=int(checkpoint_every), fingerprint=fingerprint,
+            storage_options=storage_options)
+        res = None
+        if resume is not None:
+            res = CheckpointStore(resume, fingerprint=fingerprint, storage_options=storage_options)
+            res.load()
+        return ckpt, res
+
     def save(self, path, storage_options: dict | None = None) -> None:
         """Save the fitted model as JSON + npz (no pickle); see :func:`shardlearn.load`.
 

@@ -216,7 +216,8 @@ default="k-means||"
         return np.array(C, dtype=np.float64)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, checkpoint=None, checkpoint_every=1,
+            resume=None, storage_options=None):
         """Compute k-means clustering.
 
         Parameters
@@ -224,6 +225,16 @@ default="k-means||"
         X : {array-like, sparse matrix} of shape (n_samples, n_features) or Dataset
         y : ignored
         sample_weight : array-like of shape (n_samples,), default=None
+        checkpoint : str, optional
+            Local path or storage URL where the coordinator's state (run, Lloyd
+            pass, centres, RNG state, best run so far) is written atomically every
+            ``checkpoint_every`` Lloyd passes.
+        checkpoint_every : int, default=1
+        resume : str, optional
+            A checkpoint of an earlier fit of the same estimator on the same data:
+            continue from it; the result is bit-identical to an uninterrupted fit.
+        storage_options : dict, optional
+            File-system options for checkpoint URLs.
 
         Returns
         -------
@@ -234,6 +245,8 @@ default="k-means||"
         n_init = self.n_init
         if n_init == "auto":
             n_init = 10 if isinstance(self.init, str) and self.init == "random" else 1
+        ckpt, res = self._checkpoint_stores(dataset, checkpoint, checkpoint_every, resume,
+                                            storage_options)
         if C0 is not None and n_init != 1:
             warnings.warn(
                 "Explicit initial center position passed: performing only one init in "
@@ -244,6 +257,7 @@ default="k-means||"
             n_init=n_init, max_iter=self.max_iter, tol=self.tol,
             random_state=self.random_state, oversampling_factor=self.oversampling_factor,
             init_rounds=self.init_rounds, estimator=type(self).__name__,
+            checkpoint=ckpt, resume=res,
         )
         self.cluster_centers_ = fit.centers
         self.labels_ = fit.labels

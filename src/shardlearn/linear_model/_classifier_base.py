@@ -13,7 +13,6 @@ from ..algorithms.linear.classifier import class_weight_vector, fit_linear_class
 from ..base import DistributedEstimatorMixin, safe_matmul
 from ..data import Dataset
 from ..data.validation import check_classification_target
-from ..runtime.checkpoint import CheckpointStore
 
 
 def check_y_given(estimator, X, y):
@@ -23,34 +22,6 @@ def check_y_given(estimator, X, y):
             f"{type(estimator).__name__} requires y to be passed, but the target y is None. "
             "Pass fit(X, y), or a Dataset built with labels."
         )
-
-
-def checkpoint_stores(estimator, dataset, classes, checkpoint, checkpoint_every, resume,
-                      storage_options):
-    """Checkpoint stores for a fit, validated (and a resume point read) before any work."""
-    if checkpoint is None and resume is None:
-        return None, None
-    if estimator.solver != "lbfgs":
-        raise ValueError("checkpoint/resume needs solver='lbfgs'; trust-ncg keeps its state "
-                         "inside scipy, where it cannot be saved.")
-    if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be a positive integer, got {checkpoint_every!r}.")
-    # Stopping rules (max_iter, tol) may change between a fit and its resumption.
-    params = {k: v for k, v in estimator.get_params(deep=False).items()
-              if k not in ("max_iter", "tol")}
-    fingerprint = {
-        "estimator": type(estimator).__name__, "params": params,
-        "n_rows": dataset.n_rows, "n_features": dataset.n_features,
-        "n_shards": dataset.n_shards, "classes": [str(c) for c in classes],
-    }
-    ckpt = None if checkpoint is None else CheckpointStore(
-        checkpoint, every=int(checkpoint_every), fingerprint=fingerprint,
-        storage_options=storage_options)
-    res = None
-    if resume is not None:
-        res = CheckpointStore(resume, fingerprint=fingerprint, storage_options=storage_options)
-        res.load()
-    return ckpt, res
 
 
 class DistributedLinearClassifier(DistributedEstimatorMixin, LinearClassifierMixin,
@@ -108,8 +79,11 @@ class DistributedLinearClassifier(DistributedEstimatorMixin, LinearClassifierMix
         labels = dataset.labels()
         classes = check_classification_target(labels, boundaries=dataset.boundaries)
         cw = class_weight_vector(self.class_weight, classes, labels)
-        ckpt, res = checkpoint_stores(self, dataset, classes, checkpoint, checkpoint_every,
-                                      resume, storage_options)
+        if (checkpoint is not None or resume is not None) and self.solver != "lbfgs":
+            raise ValueError("checkpoint/resume needs solver='lbfgs'; trust-ncg keeps its state "
+                             "inside scipy, where it cannot be saved.")
+        ckpt, res = self._checkpoint_stores(dataset, checkpoint, checkpoint_every, resume,
+                                            storage_options, classes=[str(c) for c in classes])
         fit = fit_linear_classifier(
             dataset, classes, loss=self._loss, C=self.C, fit_intercept=self.fit_intercept,
             penalize_intercept=self._penalize_intercept, intercept_scaling=intercept_scaling,

@@ -56,8 +56,14 @@ def tolerance(n, m2, tol):
 
 def fit_kmeans(dataset, *, n_clusters, init="k-means||", n_init=1, max_iter=300, tol=1e-4,
                random_state=None, oversampling_factor=2.0, init_rounds=5,
-               estimator="KMeans", session=None) -> KMeansFit:
-    """Fit k-means on a sharded dataset (already validated; ``n_clusters <= n_rows``)."""
+               estimator="KMeans", session=None, checkpoint=None, resume=None) -> KMeansFit:
+    """Fit k-means on a sharded dataset (already validated; ``n_clusters <= n_rows``).
+
+    ``checkpoint`` / ``resume`` (:class:`~shardlearn.runtime.checkpoint.CheckpointStore`):
+    the coordinator's state after every ``every`` Lloyd passes (run, pass, centres,
+    the RNG that draws each run's seed, the best run so far); a resumed fit ends
+    bit-identical to an uninterrupted one.
+    """
     t0 = time.perf_counter()
     rs = random_state if isinstance(random_state, np.random.RandomState) else \
         np.random.RandomState(random_state)
@@ -67,14 +73,36 @@ def fit_kmeans(dataset, *, n_clusters, init="k-means||", n_init=1, max_iter=300,
         tol_abs = tolerance(n, m2, tol)
         best = None
         histories, seeding_s = [], 0.0
+        saved = _unpack_checkpoint(resume.load(), rs) if resume is not None else None
+        if saved is not None:
+            best, histories = saved["best"], saved["histories"]
         with progress_bar(f"{estimator} (k={n_clusters})", total=n_init * max_iter) as bar:
-            for run in range(n_init):
-                seed = int(rs.randint(np.iinfo(np.int32).max))
-                ts = time.perf_counter()
-                C0 = initial_centers(coord, init, n_clusters, seed, oversampling_factor,
-                                     init_rounds, tag=run)
-                seeding_s += time.perf_counter() - ts
-                C, n_iter, history, converged = lloyd(coord, C0, max_iter, tol_abs, bar, tag=run)
+            for run in range(saved["run"] if saved else 0, n_init):
+                if saved is not None and run == saved["run"]:
+                    seed, C, start = saved["seed"], saved["C"], saved["start"]
+                    done = saved["done"]
+                else:
+                    seed = int(rs.randint(np.iinfo(np.int32).max))
+                    ts = time.perf_counter()
+                    C = initial_centers(coord, init, n_clusters, seed, oversampling_factor,
+                                        init_rounds, tag=run)
+                    seeding_s += time.perf_counter() - ts
+                    start, done = None, None
+                on_iteration = None
+                if checkpoint is not None:
+                    def on_iteration(n_done, C_, C_prev, history, converged, run=run, seed=seed,
+                                     best=best):
+                        checkpoint.maybe_save(
+                            sum(len(h) for h in histories) + n_done,
+                            lambda: _pack_checkpoint(run, seed, rs, n_done, C_, C_prev, history,
+                                                     converged, converged or n_done == max_iter,
+                                                     best, histories))
+                if done is not None:       # the checkpoint was taken after the run ended
+                    n_iter, history, converged = done
+                else:
+                    C, n_iter, history, converged = lloyd(coord, C, max_iter, tol_abs, bar,
+                                                          tag=run, start=start,
+                                                          on_iteration=on_iteration)
                 histories.append(history)
                 inertia = None
                 if n_init > 1:
@@ -96,8 +124,47 @@ def fit_kmeans(dataset, *, n_clusters, init="k-means||", n_init=1, max_iter=300,
     return KMeansFit(C, labels, inertia, n_iter, report)
 
 
+# -- checkpoints ----------------------------------------------------------------------------
+def _pack_checkpoint(run, seed, rs, n_done, C, C_prev, history, converged, run_done, best,
+                     histories):
+    """Arrays and JSON meta of the coordinator's state after ``n_done`` passes of ``run``."""
+    _, keys, pos, has_gauss, cached = rs.get_state()
+    arrays = {"C": C, "C_prev": C if C_prev is None else C_prev,
+              "history": np.asarray(history, dtype=np.float64), "rs_keys": keys,
+              "histories": np.asarray([v for h in histories for v in h], dtype=np.float64)}
+    meta = {"run": run, "seed": seed, "n_done": n_done, "run_done": bool(run_done),
+            "converged": bool(converged),
+            "has_prev": C_prev is not None, "rs": [int(pos), int(has_gauss), float(cached)],
+            "history_lengths": [len(h) for h in histories], "best": None}
+    if best is not None:
+        inertia, bC, b_iter, b_conv, b_run = best
+        arrays["best_C"] = bC
+        meta["best"] = [None if inertia is None else float(inertia), int(b_iter), bool(b_conv),
+                        int(b_run)]
+    return arrays, meta
+
+
+def _unpack_checkpoint(loaded, rs):
+    _, arrays, meta = loaded
+    pos, has_gauss, cached = meta["rs"]
+    rs.set_state(("MT19937", arrays["rs_keys"], pos, has_gauss, cached))
+    flat, histories, k = arrays["histories"], [], 0
+    for n in meta["history_lengths"]:
+        histories.append([float(v) for v in flat[k:k + n]])
+        k += n
+    best = None
+    if meta["best"] is not None:
+        inertia, b_iter, b_conv, b_run = meta["best"]
+        best = (inertia, arrays["best_C"], b_iter, b_conv, b_run)
+    history = [float(v) for v in arrays["history"]]
+    C_prev = arrays["C_prev"] if meta["has_prev"] else None
+    return {"run": meta["run"], "seed": meta["seed"], "C": arrays["C"], "best": best,
+            "histories": histories, "start": (meta["n_done"], C_prev, history),
+            "done": (meta["n_done"], history, meta["converged"]) if meta["run_done"] else None}
+
+
 # -- Lloyd ---------------------------------------------------------------------------------
-def lloyd(coord, C, max_iter, tol, bar=None, tag=0):
+def lloyd(coord, C, max_iter, tol, bar=None, tag=0, *, start=None, on_iteration=None):
     """Lloyd iterations from centres ``C`` with scikit-learn's stopping rules.
 
     Stops when no label changed (strict convergence) or when the squared centre
@@ -105,12 +172,17 @@ def lloyd(coord, C, max_iter, tol, bar=None, tag=0):
     centres (deterministic order), as scikit-learn does. Returns
     ``(centres, n_iter, inertia_history, converged)``; the history holds the
     inertia of the centres each pass started from.
+
+    ``start = (n_done, C_prev, history)`` continues a run from a checkpoint (``C``
+    being the centres after ``n_done`` passes); ``on_iteration(n_done, C, C_prev,
+    history, converged)`` runs after every pass.
     """
     C = np.array(C, dtype=np.float64)
-    C_prev = None
-    history = []
+    it0, C_prev, history = start if start is not None else (0, None, [])
+    history = list(history)
     converged = False
-    for it in range(max_iter):
+    it = it0 - 1
+    for it in range(it0, max_iter):
         sums, wsum, inertia, changed = coord.reduce(K.lloyd_step, C, (tag, it), (tag, it - 1),
                                                     C_prev, step="lloyd")
         history.append(float(inertia))
@@ -125,8 +197,10 @@ def lloyd(coord, C, max_iter, tol, bar=None, tag=0):
         C = new
         if bar is not None:
             bar.advance(1, info=f"inertia {inertia:.6g}")
-        if changed == 0 or shift <= tol:
-            converged = True
+        converged = changed == 0 or shift <= tol
+        if on_iteration is not None:
+            on_iteration(it + 1, C, C_prev, history, converged)
+        if converged:
             break
     return C, it + 1, history, converged
 
