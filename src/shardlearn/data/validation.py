@@ -253,3 +253,19 @@ def check_classification_target(y, *, boundaries=None):
             f"contains only one class: {classes[0]!r}. A classifier cannot learn from a single class."
         )
     return classes
+
+
+def as_numeric_target(y):
+    """Regression targets held as Python objects (numbers in an object array, as
+    pandas gives) become float64, so that NaN/inf checks see them; anything else,
+    including values that are not numbers, is returned unchanged for the caller to
+    reject with its own message."""
+    if y is None:
+        return None
+    arr = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
+    if arr.dtype.kind == "O":
+        try:
+            return arr.astype(np.float64)
+        except (TypeError, ValueError):
+            return arr
+    return y

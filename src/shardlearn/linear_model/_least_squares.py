@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import Interval
 
 from ..algorithms.linear.least_squares import fit_least_squares
 from ..base import DistributedEstimatorMixin, safe_matmul
+from ..data.validation import as_numeric_target
 from ._classifier_base import check_y_given
 
 
@@ -19,14 +20,9 @@ class _LeastSquares(DistributedEstimatorMixin, RegressorMixin, BaseEstimator):
 
     def _fit(self, X, y, sample_weight, alpha):
         check_y_given(self, X, y)
-        if y is not None:
-            y = y.to_numpy() if hasattr(y, "to_numpy") else np.asarray(y)
-            if y.dtype.kind == "O":
-                # Numbers stored as objects are numbers (as in scikit-learn).
-                try:
-                    y = y.astype(np.float64)
-                except (TypeError, ValueError):
-                    pass  # reported just below, after X is checked
+        # Numbers stored as objects are numbers (as in scikit-learn); other objects
+        # are reported just below, after X is checked.
+        y = as_numeric_target(y)
         dataset = self._fit_dataset(X, y, sample_weight, multi_target=True)
         labels = dataset.labels()
         if labels.dtype.kind not in "biuf":

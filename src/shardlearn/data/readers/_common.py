@@ -125,6 +125,13 @@ def check_schema(url: str, schema: dict, ref_url: str, ref_schema: dict, *, feat
                 f"{ref_url}. Make the files share one schema, or name the columns to use "
                 "with features=[...]."
             )
+    if label is not None and label not in schema:
+        # Checked before the features: with features=None a misspelt label leaves the
+        # real label among the features, where it could be reported as non-numeric.
+        raise FileDataError(
+            f"{url} has no label column {label!r} (its columns: {_show(names)}). "
+            "Name the label column with label=..."
+        )
     for col in features:
         if col not in schema:
             raise FileDataError(

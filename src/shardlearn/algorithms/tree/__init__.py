@@ -1,0 +1,1 @@
+"""Histogram trees: binning, numba kernels, split finding, level-wise growth, model arrays."""

@@ -1,0 +1,324 @@
+"""Numba kernels for histogram trees (compiled once, cached on disk, GIL released).
+
+Each kernel has exactly one signature in practice (the callers pass C-contiguous
+uint8 / int32 / float64 arrays), so a fit compiles each at most once.
+
+Layouts
+-------
+Xb    : uint8 (n_rows, n_features), bin 0 = missing.
+vals  : float64 (Tv, n_rows, Cv), per-row value channels (g, h / class weights);
+        Tv is 1 (shared by every tree) or T.
+w     : float64 (Tw, n_rows), per-row multiplier (bootstrap / subsample weight);
+        Tw is 1 or T. Rows with w == 0 are skipped (out of bag).
+pos   : int32 (T, n_rows), the node of each row in each tree.
+slot  : int32 (T, max_nodes), the histogram slot of a node, or -1.
+hist  : float64 (n_slots, n_features, n_bins, Cv + 1); the last channel counts rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def _accumulate(Xb, vals, w, pos, slot, a, b, hist, totals):
+    n_trees = pos.shape[0]
+    n_feat = Xb.shape[1]
+    cv = vals.shape[2]
+    tv = vals.shape[0]
+    tw = w.shape[0]
+    S, F, B, C = hist.shape
+    flat = hist.reshape(S, F * B * C)
+    rowv = np.empty(C)
+    for t in range(n_trees):
+        vt = t if tv > 1 else 0
+        wt = t if tw > 1 else 0
+        for i in range(a, b):
+            s = slot[t, pos[t, i]]
+            if s < 0:
+                continue
+            wi = w[wt, i]
+            if wi == 0.0:
+                continue
+            for c in range(cv):
+                rowv[c] = vals[vt, i, c] * wi
+            rowv[cv] = 1.0
+            for c in range(C):
+                totals[s, c] += rowv[c]
+            h = flat[s]
+            if C == 3:
+                g0 = rowv[0]
+                g1 = rowv[1]
+                for f in range(n_feat):
+                    o = (f * B + Xb[i, f]) * 3
+                    h[o] += g0
+                    h[o + 1] += g1
+                    h[o + 2] += 1.0
+            else:
+                for f in range(n_feat):
+                    o = (f * B + Xb[i, f]) * C
+                    for c in range(C):
+                        h[o + c] += rowv[c]
+
+
+@njit(nogil=True, cache=True)
+def build_histograms(Xb, vals, w, pos, slot, row_bounds, hist, totals):
+    """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
+
+    Rows are summed block by block (``row_bounds``) and the block results are
+    added in order, so the bits equal a shard-ordered sum of per-block histograms.
+    """
+    n_blocks = row_bounds.shape[0] - 1
+    if n_blocks == 1:
+        _accumulate(Xb, vals, w, pos, slot, row_bounds[0], row_bounds[1], hist, totals)
+        return hist
+    part = np.zeros_like(hist)
+    ptot = np.zeros_like(totals)
+    for blk in range(n_blocks):
+        part[...] = 0.0
+        ptot[...] = 0.0
+        _accumulate(Xb, vals, w, pos, slot, row_bounds[blk], row_bounds[blk + 1], part, ptot)
+        hist += part
+        totals += ptot
+    return hist
+
+
+@njit(nogil=True, cache=True)
+def apply_splits(Xb, pos, feature, split_bin, missing_left, left, right, col_offset):
+    """Move each row to the child of its node's split (nodes with feature < 0 keep rows).
+
+    ``feature`` holds global feature indices; this block holds columns
+    ``col_offset .. col_offset + Xb.shape[1]``. Rows of splits on columns not
+    held here are left alone (feature-parallel mode moves them with a bitmask).
+    """
+    n_trees, n = pos.shape
+    n_feat = Xb.shape[1]
+    for t in range(n_trees):
+        for i in range(n):
+            node = pos[t, i]
+            f = feature[t, node] - col_offset
+            if feature[t, node] < 0 or f < 0 or f >= n_feat:
+                continue
+            b = Xb[i, f]
+            if b == 0:
+                go_left = missing_left[t, node] != 0
+            else:
+                go_left = b <= split_bin[t, node]
+            pos[t, i] = left[t, node] if go_left else right[t, node]
+
+
+@njit(nogil=True, cache=True)
+def split_bits(Xb, pos, feature, split_bin, missing_left, col_offset, bits):
+    """``bits[t, i] = 1`` where row i goes left at a split on a column held here."""
+    n_trees, n = pos.shape
+    n_feat = Xb.shape[1]
+    for t in range(n_trees):
+        for i in range(n):
+            node = pos[t, i]
+            f = feature[t, node] - col_offset
+            if feature[t, node] < 0 or f < 0 or f >= n_feat:
+                continue
+            b = Xb[i, f]
+            if b == 0:
+                go_left = missing_left[t, node] != 0
+            else:
+                go_left = b <= split_bin[t, node]
+            if go_left:
+                bits[t, i] = 1
+
+
+@njit(nogil=True, cache=True)
+def apply_bits(pos, feature, left, right, bits):
+    """Move rows of split nodes left where ``bits`` is set, else right."""
+    n_trees, n = pos.shape
+    for t in range(n_trees):
+        for i in range(n):
+            node = pos[t, i]
+            if feature[t, node] < 0:
+                continue
+            pos[t, i] = left[t, node] if bits[t, i] != 0 else right[t, node]
+
+
+@njit(nogil=True, cache=True)
+def forest_leaves(X, feature, threshold, missing_left, left, right, offsets, out):
+    """Leaf (tree-local node index) reached by each row of raw ``X`` in each tree."""
+    n = X.shape[0]
+    n_trees = offsets.shape[0] - 1
+    for i in range(n):
+        for t in range(n_trees):
+            base = offsets[t]
+            node = 0
+            while feature[base + node] >= 0:
+                k = base + node
+                v = X[i, feature[k]]
+                if np.isnan(v):
+                    go_left = missing_left[k] != 0
+                else:
+                    go_left = v <= threshold[k]
+                node = left[k] if go_left else right[k]
+            out[i, t] = node
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _score(st, crit, lam):
+    """Node score; gain = score(left) + score(right) - score(parent).
+
+    crit 0: gh (G^2 / (H + lam)), 1: mse (same with lam = 0), 2: gini
+    (sum_k w_k^2 / W), 3: entropy (sum_k w_k log w_k - W log W).
+    """
+    if crit <= 1:
+        h = st[1] + (lam if crit == 0 else 0.0)
+        if h > 0.0:
+            return st[0] * st[0] / h
+        return 0.0
+    k = st.shape[0] - 1
+    W = 0.0
+    for c in range(k):
+        W += st[c]
+    if crit == 2:
+        acc = 0.0
+        for c in range(k):
+            acc += st[c] * st[c]
+        if W > 0.0:
+            return acc / W
+        return 0.0
+    acc = 0.0
+    for c in range(k):
+        if st[c] > 0.0:
+            acc += st[c] * np.log(st[c])
+    if W > 0.0:
+        acc -= W * np.log(W)
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def _valid(L, R, crit, msl, mcw):
+    cnt = L.shape[0] - 1
+    if L[cnt] < msl or R[cnt] < msl:
+        return False
+    if mcw > 0.0:
+        if crit <= 1:
+            return L[1] >= mcw and R[1] >= mcw
+        wl = 0.0
+        wr = 0.0
+        for c in range(cnt):
+            wl += L[c]
+            wr += R[c]
+        return wl >= mcw and wr >= mcw
+    return True
+
+
+@njit(nogil=True, cache=True)
+def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft, bin_hi, left):
+    """Best split per node over features, missing direction and bins (ties: first).
+
+    Visits feature, then missing-right before missing-left, then bins in order;
+    only bins holding rows end a left side, and missing-left is tried only where the
+    node has missing values. Outputs are filled in place (feat = local index).
+    """
+    S, F, B, C = hist.shape
+    cnt = C - 1
+    L = np.empty(C)
+    R = np.empty(C)
+    for s in range(S):
+        best = -np.inf
+        P = _score(totals[s], crit, lam)
+        for f in range(F):
+            if not fmask[s, f]:
+                continue
+            for opt in range(2):
+                if opt == 1 and hist[s, f, 0, cnt] == 0.0:
+                    continue
+                for c in range(C):
+                    L[c] = hist[s, f, 0, c] if opt == 1 else 0.0
+                for k in range(1, B):
+                    for c in range(C):
+                        L[c] += hist[s, f, k, c]
+                    if hist[s, f, k, cnt] == 0.0:
+                        continue
+                    for c in range(C):
+                        R[c] = totals[s, c] - L[c]
+                    if R[cnt] < msl:
+                        break
+                    if not _valid(L, R, crit, msl, mcw):
+                        continue
+                    g = _score(L, crit, lam) + _score(R, crit, lam) - P
+                    if g > best:
+                        best = g
+                        feat[s] = f
+                        sbin[s] = k
+                        mleft[s] = opt
+                        for c in range(C):
+                            left[s, c] = L[c]
+        gain[s] = best
+        if best == -np.inf:
+            feat[s] = -1
+            continue
+        f = feat[s]
+        nxt = -1
+        for k in range(sbin[s] + 1, B):
+            if hist[s, f, k, cnt] > 0.0:
+                nxt = k
+                break
+        bin_hi[s] = nxt
+        if hist[s, f, 0, cnt] == 0.0:
+            # No missing values here in training: send them to the larger child.
+            mleft[s] = 1 if left[s, cnt] >= totals[s, cnt] - left[s, cnt] else 0
+
+
+@njit(nogil=True, cache=True)
+def _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, a, b, hist, totals):
+    n_trees = pos.shape[0]
+    n_feat = Xb.shape[1]
+    cv = vals.shape[2]
+    tv = vals.shape[0]
+    tw = w.shape[0]
+    S, Kf, B, C = hist.shape
+    flat = hist.reshape(S, Kf * B * C)
+    rowv = np.empty(C)
+    for t in range(n_trees):
+        vt = t if tv > 1 else 0
+        wt = t if tw > 1 else 0
+        for i in range(a, b):
+            s = slot[t, pos[t, i]]
+            if s < 0:
+                continue
+            wi = w[wt, i]
+            if wi == 0.0:
+                continue
+            for c in range(cv):
+                rowv[c] = vals[vt, i, c] * wi
+            rowv[cv] = 1.0
+            for c in range(C):
+                totals[s, c] += rowv[c]
+            h = flat[s]
+            for j in range(Kf):
+                f = feats[s, j] - col_offset
+                if feats[s, j] < 0 or f < 0 or f >= n_feat:
+                    continue
+                o = (j * B + Xb[i, f]) * C
+                for c in range(C):
+                    h[o + c] += rowv[c]
+
+
+@njit(nogil=True, cache=True)
+def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, row_bounds, hist, totals):
+    """:func:`build_histograms` for only the features ``feats[slot]`` of each node
+    (histogram axis 1 follows ``feats``; ids < 0 and columns not held here are skipped)."""
+    n_blocks = row_bounds.shape[0] - 1
+    if n_blocks == 1:
+        _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, row_bounds[0],
+                           row_bounds[1], hist, totals)
+        return hist
+    part = np.zeros_like(hist)
+    ptot = np.zeros_like(totals)
+    for blk in range(n_blocks):
+        part[...] = 0.0
+        ptot[...] = 0.0
+        _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, row_bounds[blk],
+                           row_bounds[blk + 1], part, ptot)
+        hist += part
+        totals += ptot
+    return hist

@@ -1,0 +1,102 @@
+"""Export boosted forests to XGBoost's JSON model format (loadable by ``xgboost.Booster``).
+
+Differences bridged here:
+
+* XGBoost sends a row left when ``float32(x) < split_condition``; shardlearn when
+  ``x <= threshold``. The condition is the next float32 above the threshold, so
+  both agree except for values within float32 rounding of a threshold (thresholds
+  sit between training values, so this is rare).
+* The initial score is folded into the leaves of the first round's trees and
+  ``base_score`` is set to the objective's neutral value (margin 0).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+_INT_MAX = 2147483647
+
+
+def _cond(threshold: np.ndarray) -> np.ndarray:
+    t = np.asarray(threshold, dtype=np.float64)
+    t32 = t.astype(np.float32)
+    # Smallest float32 c with c > t (as float64): x <= t  <=>  x < c for float32 x.
+    below = t32.astype(np.float64) <= t
+    c = np.where(below, np.nextafter(t32, np.float32(np.inf)), t32)
+    return np.where(np.isinf(t), np.float32(np.finfo(np.float32).max), c).astype(np.float32)
+
+
+def _tree_json(forest, t, leaf_offset, n_features):
+    a, b = int(forest["offsets"][t]), int(forest["offsets"][t + 1])
+    feat = forest["feature"][a:b]
+    leaf = feat < 0
+    left = np.where(leaf, -1, forest["left"][a:b]).astype(int)
+    right = np.where(leaf, -1, forest["right"][a:b]).astype(int)
+    parents = np.full(b - a, _INT_MAX, dtype=np.int64)
+    for v in np.flatnonzero(~leaf):
+        parents[left[v]] = v
+        parents[right[v]] = v
+    value = forest["value"][a:b, 0] + leaf_offset
+    cond = np.where(leaf, value.astype(np.float32), _cond(forest["threshold"][a:b]))
+    return {
+        "base_weights": [float(v) if lf else 0.0 for v, lf in zip(value, leaf)],
+        "categories": [], "categories_nodes": [], "categories_segments": [],
+        "categories_sizes": [],
+        "default_left": [int(x) for x in np.where(leaf, 0, forest["missing_left"][a:b])],
+        "id": int(t),
+        "left_children": left.tolist(),
+        "loss_changes": [float(g) for g in forest["gain"][a:b]],
+        "parents": parents.tolist(),
+        "right_children": right.tolist(),
+        "split_conditions": [float(c) for c in cond],
+        "split_indices": np.where(leaf, 0, feat).astype(int).tolist(),
+        "split_type": [0] * (b - a),
+        "sum_hessian": [float(n) for n in forest["n_samples"][a:b]],
+        "tree_param": {"num_deleted": "0", "num_feature": str(n_features),
+                       "num_nodes": str(b - a), "size_leaf_vector": "1"},
+    }
+
+
+def to_xgboost_json(forest, baseline, objective: str, n_features: int) -> str:
+    """XGBoost JSON for a forest of ``len(baseline)`` trees per round.
+
+    ``objective``: "binary:logistic", "multi:softprob" or "reg:squarederror".
+    """
+    K = len(baseline)
+    n_trees = len(forest["offsets"]) - 1
+    trees = [_tree_json(forest, t, float(baseline[t % K]) if t < K else 0.0, n_features)
+             for t in range(n_trees)]
+    if objective == "binary:logistic":
+        obj = {"name": objective, "reg_loss_param": {"scale_pos_weight": "1"}}
+        base = "5E-1"
+    elif objective == "multi:softprob":
+        obj = {"name": objective, "softmax_multiclass_param": {"num_class": str(K)}}
+        base = "5E-1"
+    else:
+        obj = {"name": objective, "reg_loss_param": {"scale_pos_weight": "1"}}
+        base = "0E0"
+    model = {
+        "learner": {
+            "attributes": {},
+            "feature_names": [], "feature_types": [],
+            "gradient_booster": {
+                "model": {
+                    "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(n_trees)},
+                    "iteration_indptr": list(range(0, n_trees + 1, K)),
+                    "tree_info": [t % K for t in range(n_trees)],
+                    "trees": trees,
+                },
+                "name": "gbtree",
+            },
+            "learner_model_param": {
+                "base_score": base, "boost_from_average": "1",
+                "num_class": str(K if objective == "multi:softprob" else 0),
+                "num_feature": str(n_features), "num_target": "1",
+            },
+            "objective": obj,
+        },
+        "version": [2, 0, 0],
+    }
+    return json.dumps(model)

@@ -1,0 +1,316 @@
+"""Coordinator loops of the tree family: decision trees, random forests, boosting."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...data.dataset import Dataset, ShardInfo
+from ...data.shard import Shard
+from ...progress import progress_bar
+from ...runtime import Coordinator, FitReport
+from . import kernels
+from . import model as M
+from .binning import merge_summaries
+from .grower import DataParallel, FeatureParallel, GrowConfig, Grower
+from .splitting import SplitParams, leaf_values
+
+#: Feature-parallel mode: at most this many column blocks (each holds every row).
+MAX_FEATURE_BLOCKS = 8
+
+
+@dataclass(frozen=True)
+class ColumnBlockSource:
+    """Columns ``[start, stop)`` of the binned matrix, every row (feature-parallel shards)."""
+
+    Xb: np.ndarray
+    y: np.ndarray | None
+    sample_weight: np.ndarray | None
+    start: int
+    stop: int
+    load_on_worker: bool = False
+
+    def load(self, index: int) -> Shard:
+        return Shard(index, np.ascontiguousarray(self.Xb[:, self.start:self.stop]), self.y,
+                     self.sample_weight)
+
+    def describe(self) -> str:
+        return f"binned columns {self.start}:{self.stop}, all rows"
+
+
+def _binned_and_weights(shard, state):
+    return state["Xb"], shard.sample_weight
+
+
+def feature_blocks(n_features: int) -> list[tuple[int, int]]:
+    """Column blocks of the feature-parallel layout (a function of the data only)."""
+    width = max(1, math.ceil(n_features / MAX_FEATURE_BLOCKS))
+    return [(a, min(n_features, a + width)) for a in range(0, n_features, width)]
+
+
+class TreeFit:
+    """Opens the workers for one fit: bin edges, per-shard state, and a growth backend.
+
+    ``parallel="data"``: the dataset's row shards. ``parallel="feature"``: the rows
+    are binned on their row shards, gathered (uint8) on the driver and re-sharded
+    by column blocks, each holding every row.
+    """
+
+    def __init__(self, dataset: Dataset, spec: dict, params: SplitParams, n_channels: int, *,
+                 max_bins: int, parallel: str, name: str, state_bytes_per_row: int,
+                 session=None):
+        self.dataset = dataset
+        self.spec = spec
+        self.params = params
+        self.C = n_channels
+        self.max_bins = max_bins
+        self.parallel = parallel
+        self.name = name
+        self.session = session
+        # Per-row worker state for the memory check (runtime/memory.py): binned row
+        # (d bytes), node positions, weights, value channels, labels...
+        self.state_bytes = int(dataset.n_features + state_bytes_per_row)
+        self.coords = []
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        ds = self.dataset
+        coord = Coordinator(ds, session=self.session, name=self.name,
+                            state_bytes_per_row=self.state_bytes)
+        coord.__enter__()
+        self.coords.append(coord)
+        try:
+            summaries = coord.map(kernels.summaries_kernel, self.max_bins, step="bin_summaries")
+            self.edges = merge_summaries(summaries, self.max_bins)
+            edges_b = coord.broadcast(self.edges)
+            init = coord.map(kernels.init_state, edges_b, self.spec, None, None, 0,
+                             step="bin_and_init", restore=True)
+            self.block_sums = [b for shard_out in init for b in shard_out]
+            if self.parallel == "feature":
+                parts = coord.map(_binned_and_weights, step="gather_binned")
+                coord.__exit__(None, None, None)
+                self.coords.pop()
+                Xb = np.concatenate([p[0] for p in parts])
+                sw = None if parts[0][1] is None else np.concatenate([p[1] for p in parts])
+                y = ds.labels()
+                infos = []
+                for j, (a, b) in enumerate(feature_blocks(ds.n_features)):
+                    src = ColumnBlockSource(Xb, y, sw, a, b)
+                    infos.append(ShardInfo(j, ds.n_rows, Xb.shape[0] * (b - a), src))
+                cds = Dataset(infos, ds.n_features, has_labels=True, has_weights=sw is not None)
+                coord = Coordinator(cds, session=self.session, name=self.name,
+                                    state_bytes_per_row=self.state_bytes)
+                coord.__enter__()
+                self.coords.append(coord)
+                coord.map(kernels.init_state, None, self.spec, ds.boundaries,
+                          list(range(ds.n_shards)), 0, step="init_columns", restore=True)
+                coord.map(_set_offsets, [a for a, _ in feature_blocks(ds.n_features)],
+                          step="init_columns", restore=True)
+                self.backend = FeatureParallel(coord, self.params, self.edges.hist_bins, self.C)
+            else:
+                self.backend = DataParallel(coord, self.params, self.edges.hist_bins, self.C)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        self.coord = coord
+        return self
+
+    def __exit__(self, *exc):
+        while self.coords:
+            self.coords.pop().__exit__(None, None, None)
+        return False
+
+    def report(self, estimator, n_iter, history, extra=None) -> FitReport:
+        return FitReport.from_runtime(
+            estimator, self.coord.report, wall_s=time.perf_counter() - self.t0, n_iter=n_iter,
+            converged=True, objective_history=history,
+            extra={"parallel": self.parallel, "max_bins": self.max_bins, **(extra or {})})
+
+
+def _set_offsets(shard, state, offsets):
+    state["col_offset"] = int(offsets[shard.index])
+
+
+def _leaf_table(trees, values):
+    """(T, max_nodes, V) leaf outputs, zero-padded (for the workers)."""
+    n = max(t.n_nodes for t in trees)
+    V = values[0].shape[1]
+    out = np.zeros((len(trees), n, V))
+    for t, v in enumerate(values):
+        out[t, : v.shape[0]] = v
+    return out
+
+
+# -- decision trees and random forests -----------------------------------------------------
+@dataclass
+class ForestFit:
+    forest: dict
+    edges: object
+    oob: tuple | None
+    report: FitReport
+
+
+def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootstrap=False,
+               max_depth=None, min_samples_split=2, min_samples_leaf=1,
+               min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None, seed=0,
+               max_bins=255, parallel="data", oob_score=False, trees_per_pass=None,
+               estimator="DecisionTree", session=None) -> ForestFit:
+    """Grow ``n_estimators`` trees (several per pass over the data).
+
+    ``task``: "class" (criterion gini/entropy; leaves hold class probabilities) or
+    "regression" (squared error; leaves hold means).
+    """
+    kind = "class" if task == "class" else "mse"
+    crit = criterion if task == "class" else "mse"
+    n_ch = (len(classes) if task == "class" else 3) + 1
+    spec = {"kind": kind, "classes": classes, "n_trees": 1}
+    params = SplitParams(crit, 0.0, min_samples_leaf, 0.0)
+    cfg = GrowConfig(params, max_depth=max_depth, max_leaves=max_leaf_nodes,
+                     min_samples_split=min_samples_split,
+                     min_impurity_decrease=min_impurity_decrease, check_purity=True,
+                     max_features=max_features, seed=seed)
+    batch = trees_per_pass or max(1, min(n_estimators, 64))
+    forests, oob = [], None
+    n_vals = n_ch - 1
+    per_row = 4 * batch + (8 * batch if bootstrap else 8) + 8 * n_vals + 17
+    if oob_score:
+        per_row += 8 * n_vals + 8
+    with TreeFit(dataset, spec, params, n_ch, max_bins=max_bins, parallel=parallel,
+                 name=estimator, state_bytes_per_row=per_row, session=session) as tf, \
+            progress_bar(estimator, total=n_estimators) as bar:
+        for a in range(0, n_estimators, batch):
+            ids = list(range(a, min(n_estimators, a + batch)))
+            grower = Grower(tf.backend, len(ids), cfg, tf.edges, dataset.n_features, n_ch,
+                            tree_ids=ids)
+            trees, _ = grower.grow(prologue=(kernels.rf_prologue, (ids, seed, bootstrap)))
+            values = [leaf_values(np.array(t.stats), crit) for t in trees]
+            forests.append(M.pack_forest(trees, values))
+            if oob_score and bootstrap:
+                out = tf.backend.finish((kernels.rf_oob_prologue, (_leaf_table(trees, values),)))
+                oob = out
+            else:
+                tf.backend.set_pending(None)
+            bar.advance(len(ids))
+        if oob is not None:
+            if tf.parallel == "feature":
+                oob = out[0]
+            else:
+                oob = (np.concatenate([o[0] for o in oob]), np.concatenate([o[1] for o in oob]))
+        forest = M.concat_forests(forests)
+        report = tf.report(estimator, n_estimators, [],
+                           extra={"n_trees": n_estimators, "n_nodes": int(forest["offsets"][-1])})
+    return ForestFit(forest, tf.edges, oob, report)
+
+
+# -- gradient boosting --------------------------------------------------------------------
+@dataclass
+class BoostFit:
+    forest: dict
+    baseline: np.ndarray
+    n_iter: int
+    train_score: list
+    validation_score: list
+    report: FitReport
+
+
+def _fold(blocks):
+    acc = blocks[0].copy()
+    for b in blocks[1:]:
+        acc = acc + b
+    return acc
+
+
+def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate=0.1,
+                 max_depth=6, max_leaves=None, min_samples_leaf=20, min_child_weight=1e-3,
+                 reg_lambda=0.0, subsample=1.0, colsample=1.0, max_bins=255,
+                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7,
+                 validation_data=None, seed=0, parallel="data", estimator="GradientBoosting",
+                 session=None) -> BoostFit:
+    """Second-order gradient boosting with histogram trees grown level-wise.
+
+    ``loss``: "squared_error", "binary" or "multiclass" (one tree per class per round,
+    grown in the same passes). ``validation_data=(X_val, y_index_or_values, sw)`` is
+    scored on the driver; otherwise with ``early_stopping`` a ``validation_fraction``
+    of the rows (drawn on the workers) is held out.
+    """
+    Kt = len(classes) if loss == "multiclass" else 1
+    n_classes = len(classes) if classes is not None else 1
+    held_out = early_stopping and validation_data is None and validation_fraction
+    spec = {"kind": "gbt_class" if loss != "squared_error" else "gbt_reg", "classes": classes,
+            "n_trees": Kt, "loss": loss, "n_classes": n_classes, "seed": seed,
+            "subsample": float(subsample),
+            "validation_fraction": float(validation_fraction) if held_out else None}
+    params = SplitParams("gh", float(reg_lambda), int(min_samples_leaf), float(min_child_weight))
+    cfg = GrowConfig(params, max_depth=max_depth, max_leaves=max_leaves, check_purity=False,
+                     seed=seed)
+    F = dataset.n_features
+    n_col = max(1, int(round(colsample * F))) if colsample < 1.0 else F
+    forests, train_hist, val_hist = [], [], []
+    # positions, gradients/hessians, raw scores, loss temporaries per tree; labels...
+    per_row = 4 * Kt + 16 * Kt + 8 * Kt + 24 * Kt + 8 + 25
+    with TreeFit(dataset, spec, params, 3, max_bins=max_bins, parallel=parallel,
+                 name=estimator, state_bytes_per_row=per_row, session=session) as tf:
+        sums = _fold(tf.block_sums)
+        if loss == "squared_error":
+            baseline = np.array([sums[1] / sums[0]])
+        else:
+            p = np.clip(sums / sums.sum(), 1e-15, 1.0)
+            baseline = (np.array([np.log(p[1] / p[0])]) if loss == "binary" else np.log(p))
+        spec["baseline"] = baseline
+        if validation_data is not None:
+            Xv, yv, swv = validation_data
+            raw_v = np.tile(baseline, (Xv.shape[0], 1))
+        leaf_table = None
+        n_iter = 0
+        with progress_bar(estimator, total=n_estimators) as bar:
+            for r in range(n_estimators + 1):
+                last = r == n_estimators
+                masks = None
+                if n_col < F:
+                    rng = np.random.default_rng([seed, r, 13])
+                    masks = np.zeros((Kt, F), bool)
+                    for k in range(Kt):
+                        masks[k, rng.choice(F, n_col, replace=False)] = True
+                prologue = (kernels.gbt_prologue, (leaf_table, spec, r, not last))
+                if last:
+                    extras = tf.backend.finish(prologue)
+                    trees = None
+                else:
+                    grower = Grower(tf.backend, Kt, cfg, tf.edges, F, 3,
+                                    tree_ids=[r * Kt + k for k in range(Kt)], tree_masks=masks)
+                    trees, extras = grower.grow(prologue=prologue)
+                blocks = extras[0] if tf.parallel == "feature" else [b for e in extras for b in e]
+                s = _fold(blocks)
+                train_hist.append(s[0] / max(s[1], 1e-300))
+                if validation_data is not None:
+                    val_hist.append(_driver_loss(loss, raw_v, yv, swv))
+                elif held_out:
+                    val_hist.append(s[2] / max(s[3], 1e-300))
+                stop = False
+                if early_stopping and len(val_hist) > n_iter_no_change:
+                    ref = val_hist[-(n_iter_no_change + 1)]
+                    stop = not any(ref - v > tol for v in val_hist[-n_iter_no_change:])
+                if last or stop:
+                    break
+                values = [leaf_values(np.array(t.stats), "gh", reg_lambda) * learning_rate
+                          for t in trees]
+                forests.append(M.pack_forest(trees, values))
+                leaf_table = _leaf_table(trees, values)[:, :, 0]
+                if validation_data is not None:
+                    raw_v += M.leaf_outputs(forests[-1], Xv)[:, :, 0]
+                n_iter = r + 1
+                bar.advance(1, info=f"loss {train_hist[-1]:.5g}")
+        if not forests:
+            raise RuntimeError("boosting produced no tree")  # pragma: no cover
+        forest = M.concat_forests(forests)
+        report = tf.report(estimator, n_iter, train_hist,
+                           extra={"validation_loss": val_hist, "n_trees": M.n_trees(forest)})
+    return BoostFit(forest, baseline, n_iter, train_hist, val_hist, report)
+
+
+def _driver_loss(loss, raw, y, sw):
+    lo, _, _ = kernels._loss_grad(loss, raw, y, raw.shape[1])
+    return float((sw * lo).sum() / sw.sum())

@@ -1,0 +1,579 @@
+"""Level-wise growth of several trees at once over sharded, binned data.
+
+The coordinator keeps the trees; each level is one pass over the data:
+
+1. workers move their rows to the children of the previous level's splits
+   (``pending``), then build histograms for the nodes of the new level that are
+   the smaller child of their parent (the larger one is the parent's histogram
+   minus its sibling's: the subtraction trick);
+2. the best split of every node is found (on the coordinator from histograms
+   summed in shard order, or, feature-parallel, on the workers over the
+   features each holds, and the coordinator keeps the best);
+3. the coordinator decides which nodes split and broadcasts the splits.
+
+Two backends run step 1-2: :class:`DataParallel` (shards are row blocks) and
+:class:`FeatureParallel` (shards are column blocks of the binned matrix holding
+every row; the winning worker sends the row partition as a bitmask). Both give
+the same trees bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...comm.reduce import ordered_reduce
+from . import _kernels as K
+from .splitting import BestSplits, SplitParams, find_best_splits, impurity, subtract
+
+#: Histogram bytes of one level above which the level is built in several passes
+#: without keeping parent histograms (no subtraction trick at the next level).
+HIST_BUDGET_BYTES = 128 * 1024 * 1024
+
+
+@dataclass
+class GrowConfig:
+    split: SplitParams
+    max_depth: int | None = None
+    max_leaves: int | None = None
+    min_samples_split: int = 2
+    min_impurity_decrease: float = 0.0
+    check_purity: bool = True
+    max_features: int | None = None
+    seed: int = 0
+    hist_budget: int | None = None          # None: HIST_BUDGET_BYTES at fit time
+
+
+@dataclass
+class TreeBuild:
+    """A tree under construction (node arrays as lists)."""
+
+    feature: list = field(default_factory=list)
+    bin: list = field(default_factory=list)
+    threshold: list = field(default_factory=list)
+    missing_left: list = field(default_factory=list)
+    left: list = field(default_factory=list)
+    right: list = field(default_factory=list)
+    depth: list = field(default_factory=list)
+    stats: list = field(default_factory=list)
+    gain: list = field(default_factory=list)
+
+    def add(self, depth, stats) -> int:
+        self.feature.append(-1)
+        self.bin.append(0)
+        self.threshold.append(np.nan)
+        self.missing_left.append(False)
+        self.left.append(-1)
+        self.right.append(-1)
+        self.depth.append(depth)
+        self.stats.append(np.asarray(stats, dtype=np.float64))
+        self.gain.append(0.0)
+        return len(self.feature) - 1
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.feature)
+
+    @property
+    def n_leaves(self) -> int:
+        return sum(1 for f in self.feature if f < 0)
+
+
+def _table(trees, nodes_by_tree):
+    """(T, max_nodes) int32 arrays describing this level's splits for the workers."""
+    T = len(trees)
+    n = max(t.n_nodes for t in trees)
+    feat = np.full((T, n), -1, np.int32)
+    sbin = np.zeros((T, n), np.int32)
+    mleft = np.zeros((T, n), np.int32)
+    left = np.full((T, n), -1, np.int32)
+    right = np.full((T, n), -1, np.int32)
+    for t, nodes in nodes_by_tree.items():
+        tr = trees[t]
+        for v in nodes:
+            feat[t, v] = tr.feature[v]
+            sbin[t, v] = tr.bin[v]
+            mleft[t, v] = int(tr.missing_left[v])
+            left[t, v] = tr.left[v]
+            right[t, v] = tr.right[v]
+    return feat, sbin, mleft, left, right
+
+
+_EPS = float(np.finfo(float).eps)
+
+
+def _impurity(st, criterion) -> float:
+    """Impurity of one node from its stats (plain floats: called once per node)."""
+    if criterion == "mse":
+        w = float(st[1])
+        if w <= 0:
+            return 0.0
+        mean = -float(st[0]) / w
+        return float(st[2]) / w - mean * mean
+    return float(impurity(st[None, :], criterion)[0]) if criterion != "gini" else _gini(st)
+
+
+def _gini(st) -> float:
+    vals = st[:-1].tolist()
+    w = sum(vals)
+    if w <= 0:
+        return 0.0
+    return 1.0 - sum((v / w) ** 2 for v in vals)
+
+
+def _hash_keys(seed, tree_ids, node_ids, n_features):
+    """Random uint64 keys per (node, feature) from (seed, tree, node, feature): splitmix64.
+
+    Sorting a node's keys gives its random feature order, the same whatever the
+    batching or the parallel mode.
+    """
+    with np.errstate(over="ignore"):
+        f = np.arange(n_features, dtype=np.uint64)[None, :]
+        x = (np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+             ^ tree_ids[:, None] * np.uint64(0xC2B2AE3D27D4EB4F)
+             ^ node_ids[:, None] * np.uint64(0x165667B19E3779F9)
+             ^ f * np.uint64(0x27D4EB2F165667C5))
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+class Grower:
+    """Grows ``n_trees`` trees in the same passes over the data through ``backend``."""
+
+    def __init__(self, backend, n_trees: int, cfg: GrowConfig, edges, n_features: int,
+                 n_channels: int, tree_ids=None, tree_masks=None):
+        self.backend = backend
+        self.T = n_trees
+        self.cfg = cfg
+        self.edges = edges
+        self.F = n_features
+        self.C = n_channels
+        self.tree_ids = list(range(n_trees)) if tree_ids is None else list(tree_ids)
+        self.tree_masks = tree_masks
+        self.budget = cfg.hist_budget if cfg.hist_budget is not None else HIST_BUDGET_BYTES
+        # Per-node feature sampling: histograms hold only each node's candidate
+        # features (no subtraction trick: a child samples other features).
+        self.compact = cfg.max_features is not None and cfg.max_features < n_features
+        width = cfg.max_features if self.compact else n_features
+        self.node_bytes = width * edges.hist_bins * n_channels * 8
+
+    # -- node eligibility --------------------------------------------------------------
+    def _may_split(self, tree: TreeBuild, v: int) -> bool:
+        cfg = self.cfg
+        st = tree.stats[v]
+        n = st[-1]
+        if cfg.max_depth is not None and tree.depth[v] >= cfg.max_depth:
+            return False
+        if n < max(cfg.min_samples_split, 2 * max(1, cfg.split.min_samples_leaf)):
+            return False
+        if cfg.split.criterion == "gh" and st[1] < 2 * cfg.split.min_child_weight:
+            return False
+        if cfg.check_purity and _impurity(st, cfg.split.criterion) <= _EPS:
+            return False
+        return True
+
+    def _feature_mask(self, nodes):
+        """``(mask, feats)``: a (S, F) bool mask of candidate features (or None), or in
+        compact mode a (S, max_features) int32 array of sorted candidate ids (-1 pads)."""
+        cfg = self.cfg
+        if not self.compact:
+            if self.tree_masks is None:
+                return None, None
+            return np.array([self.tree_masks[t] for t, _ in nodes], bool), None
+        k = cfg.max_features
+        t_ids = np.array([self.tree_ids[t] for t, _ in nodes], np.uint64)
+        v_ids = np.array([v for _, v in nodes], np.uint64)
+        keys = _hash_keys(cfg.seed, t_ids, v_ids, self.F)
+        if self.tree_masks is not None:
+            allowed = np.array([self.tree_masks[t] for t, _ in nodes], bool)
+            keys[~allowed] = np.iinfo(np.uint64).max
+        else:
+            allowed = np.ones(keys.shape, bool)
+        order = np.argsort(keys, axis=1, kind="stable")[:, :k]
+        feats = np.sort(order, axis=1).astype(np.int32)
+        n_ok = allowed.sum(axis=1)
+        if (n_ok < k).any():          # fewer allowed features than k: pad with -1
+            ok = np.take_along_axis(allowed, feats.astype(np.int64), axis=1)
+            big = np.iinfo(np.int32).max
+            feats = np.sort(np.where(ok, feats, big), axis=1)
+            feats = np.where(feats == big, -1, feats).astype(np.int32)
+        return None, np.ascontiguousarray(feats)
+
+    # -- the loop -----------------------------------------------------------------------
+    def grow(self, prologue=None):
+        """Grow the trees; return ``(trees, prologue_result)``.
+
+        ``prologue=(fn, args)`` runs ``fn(shard, state, *args)`` on every shard in
+        the first pass, before the roots' histograms are built (e.g. gradients of
+        the previous round's model); its per-shard results are returned.
+        """
+        T = self.T
+        roots = [(t, 0) for t in range(T)]
+        res = self.backend.evaluate(None, roots, [], None, self._feature_mask(roots),
+                                    T * self.node_bytes <= self.budget and not self.compact,
+                                    n_trees=T, width=1, root=True, prologue=prologue)
+        trees = []
+        for t in range(T):
+            tb = TreeBuild()
+            tb.add(0, res.totals[t])
+            trees.append(tb)
+        extra = res.extra
+        root_w = np.array([self._weight(tr.stats[0]) for tr in trees])
+        frontier = roots
+        best = res.best
+        while True:
+            accepted = self._decide(trees, frontier, best, root_w)
+            if not accepted:
+                self.backend.set_pending(None)
+                break
+            split_nodes: dict[int, list] = {}
+            next_frontier, pairs = [], []
+            for idx, (t, v) in accepted:
+                tr = trees[t]
+                f, b = int(best.feature[idx]), int(best.bin[idx])
+                left_stats = best.left[idx].copy()
+                right_stats = tr.stats[v] - left_stats
+                tr.feature[v] = f
+                tr.bin[v] = b
+                tr.missing_left[v] = bool(best.missing_left[idx])
+                tr.threshold[v] = self.edges.split_threshold(f, b, int(best.bin_hi[idx]))
+                tr.gain[v] = float(best.gain[idx])
+                lc = tr.add(tr.depth[v] + 1, left_stats)
+                rc = tr.add(tr.depth[v] + 1, right_stats)
+                tr.left[v], tr.right[v] = lc, rc
+                split_nodes.setdefault(t, []).append(v)
+                need = [c for c in (lc, rc) if self._may_split(tr, c)]
+                next_frontier += [(t, c) for c in need]
+                pairs.append((t, v, lc, rc, need))
+            table = _table(trees, split_nodes)
+            if not next_frontier:
+                self.backend.set_pending(table)
+                break
+            best = self._evaluate_level(trees, table, pairs, next_frontier)
+            frontier = next_frontier
+        return trees, extra
+
+    def _weight(self, st):
+        crit = self.cfg.split.criterion
+        if crit in ("gh", "mse"):
+            return float(st[1])
+        return float(st[:-1].sum())
+
+    def _decide(self, trees, frontier, best, root_w):
+        cfg = self.cfg
+        cand = []
+        for idx, (t, v) in enumerate(frontier):
+            g = best.gain[idx]
+            if not np.isfinite(g) or not self._may_split(trees[t], v):
+                continue
+            if cfg.split.criterion == "gh":
+                if g <= 0.0:
+                    continue
+            else:
+                scale = root_w[t] * (np.log(2.0) if cfg.split.criterion == "entropy" else 1.0)
+                if g / scale + np.finfo(float).eps < cfg.min_impurity_decrease:
+                    continue
+            cand.append((idx, (t, v)))
+        if cfg.max_leaves is None:
+            return cand
+        out = []
+        by_tree: dict[int, list] = {}
+        for item in cand:
+            by_tree.setdefault(item[1][0], []).append(item)
+        for t, items in sorted(by_tree.items()):
+            room = cfg.max_leaves - trees[t].n_leaves
+            items = sorted(items, key=lambda it: (-best.gain[it[0]], it[0]))[:max(0, room)]
+            out += sorted(items)
+        return sorted(out)
+
+    def _evaluate_level(self, trees, table, pairs, frontier):
+        """Histograms and best splits of ``frontier`` (children of this level's splits)."""
+        in_front = set(frontier)
+        keep = len(frontier) * self.node_bytes <= self.budget and not self.compact
+        can_derive = self.backend.has_parents
+        built, derived = [], []
+        for t, v, lc, rc, need in pairs:
+            if len(need) == 2 and can_derive:
+                small, large = (lc, rc) if trees[t].stats[lc][-1] <= trees[t].stats[rc][-1] else (rc, lc)
+                built.append((t, small))
+                derived.append(((t, large), (t, v), (t, small)))
+            else:
+                built += [(t, c) for c in need]
+        order = built + [d[0] for d in derived]
+        assert set(order) == in_front
+        totals = np.array([trees[t].stats[v] for t, v in order])
+        width = max(tr.n_nodes for tr in trees)
+        if keep or (self.compact and len(frontier) * self.node_bytes <= self.budget):
+            res = self.backend.evaluate(table, built, derived, totals, self._feature_mask(order),
+                                        keep, n_trees=self.T, width=width)
+            return _reorder(res.best, order, frontier)
+        # Too many histograms for one pass: several passes, no parents kept.
+        per_pass = max(1, self.budget // self.node_bytes)
+        acc = BestSplits.empty(len(frontier), self.C)
+        pos = {node: i for i, node in enumerate(frontier)}
+        first = True
+        for a in range(0, len(order), per_pass):
+            chunk = order[a:a + per_pass]
+            res = self.backend.evaluate(table if first else None, chunk, [], totals[a:a + per_pass],
+                                        self._feature_mask(chunk), False, n_trees=self.T,
+                                        width=width)
+            first = False
+            idx = np.array([pos[n] for n in chunk])
+            for name in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
+                getattr(acc, name)[idx] = getattr(res.best, name)
+        return acc
+
+
+def _reorder(best: BestSplits, order, frontier):
+    pos = {node: i for i, node in enumerate(order)}
+    idx = np.array([pos[n] for n in frontier])
+    return BestSplits(best.gain[idx], best.feature[idx], best.bin[idx], best.missing_left[idx],
+                      best.bin_hi[idx], best.left[idx])
+
+
+@dataclass
+class LevelResult:
+    best: BestSplits
+    totals: np.ndarray | None
+    extra: list | None
+
+
+# ---------------------------------------------------------------------------------------
+# Worker side (shared by both backends). Per-shard state keys:
+#   "Xb" uint8 (n, F_block), "col_offset", "vals" (Tv, n, Cv), "w" (Tw, n), "pos" (T, n),
+#   "row_bounds" (row blocks whose order defines the summation), "parents".
+# ---------------------------------------------------------------------------------------
+def _run_prologue(shard, state, prologue):
+    if prologue is None:
+        return None
+    fn, args = prologue
+    return fn(shard, state, *args)
+
+
+def _build(state, slots, n_slots, n_bins, n_channels, feats=None):
+    Xb = state["Xb"]
+    tot = np.zeros((n_slots, n_channels))
+    if feats is not None:
+        hist = np.zeros((n_slots, feats.shape[1], n_bins, n_channels))
+        K.build_histograms_subset(Xb, state["vals"], state["w"], state["pos"], slots, feats,
+                                  state["col_offset"], state["row_bounds"], hist, tot)
+        return hist, tot
+    hist = np.zeros((n_slots, Xb.shape[1], n_bins, n_channels))
+    K.build_histograms(Xb, state["vals"], state["w"], state["pos"], slots,
+                       state["row_bounds"], hist, tot)
+    return hist, tot
+
+
+def data_level_kernel(shard, state, pending, slots, n_bins, n_channels, root, prologue,
+                      feats=None):
+    """Apply pending splits, run the prologue, build this shard's histograms."""
+    if pending is not None:
+        feat, sbin, mleft, left, right = pending
+        K.apply_splits(state["Xb"], state["pos"], feat, sbin, mleft, left, right, 0)
+    extra = _run_prologue(shard, state, prologue)
+    if root:
+        state["pos"][:] = 0
+    n_slots = int(slots.max()) + 1 if slots.size else 0
+    if n_slots == 0:
+        return None, None, extra
+    hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats)
+    return hist, tot, extra
+
+
+def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, params,
+                         n_bins, n_channels, keep, root, prologue):
+    """Feature-parallel: apply pending (bitmask), build and derive this block's
+    histograms, and return the best split per node among the features held here."""
+    if pending is not None:
+        packed, (feat, _, _, left, right) = pending
+        n = state["pos"].shape[1]
+        bits = np.unpackbits(packed, axis=1, count=n)
+        K.apply_bits(state["pos"], feat, left, right, bits)
+    extra = _run_prologue(shard, state, prologue)
+    if root:
+        state["pos"][:] = 0
+    n_built = int(slots.max()) + 1 if slots.size else 0
+    if n_built == 0 and not derived:
+        return None, None, extra
+    fmask, feats = fmask
+    hist, tot = _build(state, slots, n_built, n_bins, n_channels, feats)
+    node_tot = tot if root else totals
+    if derived:
+        parents = state["parents"]
+        der = subtract(parents[np.array([d[1] for d in derived])],
+                       hist[np.array([d[2] for d in derived])])
+        hist = np.concatenate([hist, der])
+    offset = state["col_offset"]
+    if feats is not None:
+        held = (feats >= offset) & (feats < offset + state["Xb"].shape[1])
+        best = _compact_best(hist, node_tot, params, feats, held)
+    else:
+        mask = None if fmask is None else fmask[:, offset:offset + hist.shape[1]]
+        best = find_best_splits(hist, node_tot, params, mask, offset)
+    state["parents"] = hist if keep else None
+    return best, tot if root else None, extra
+
+
+def feature_bits_kernel(shard, state, table):
+    """Bitmask (packed, per tree) of rows going left at splits on features held here."""
+    feat, sbin, mleft, _, _ = table
+    Xb, pos = state["Xb"], state["pos"]
+    off = state["col_offset"]
+    mine = (feat >= off) & (feat < off + Xb.shape[1])
+    if not mine.any():
+        return None
+    bits = np.zeros(pos.shape, np.uint8)
+    K.split_bits(Xb, pos, feat, sbin, mleft, off, bits)
+    return np.packbits(bits, axis=1)
+
+
+def finish_kernel(shard, state, pending, bits_mode, prologue):
+    """Apply the last pending splits and run ``prologue`` (e.g. leaf values, OOB)."""
+    if pending is not None:
+        if bits_mode:
+            packed, (feat, _, _, left, right) = pending
+            bits = np.unpackbits(packed, axis=1, count=state["pos"].shape[1])
+            K.apply_bits(state["pos"], feat, left, right, bits)
+        else:
+            feat, sbin, mleft, left, right = pending
+            K.apply_splits(state["Xb"], state["pos"], feat, sbin, mleft, left, right, 0)
+    return _run_prologue(shard, state, prologue)
+
+
+# ---------------------------------------------------------------------------------------
+# Backends (coordinator side)
+# ---------------------------------------------------------------------------------------
+class DataParallel:
+    """Row shards: per-shard histograms summed in shard order; splits found here."""
+
+    bits_mode = False
+
+    def __init__(self, coord, params: SplitParams, n_bins: int, n_channels: int):
+        self.coord = coord
+        self.params = params
+        self.B = n_bins
+        self.C = n_channels
+        self.pending = None
+        self._parents = None
+
+    @property
+    def has_parents(self):
+        return self._parents is not None
+
+    def set_pending(self, table):
+        self.pending = table
+
+    def evaluate(self, table, built, derived, totals, fmask, keep, *, n_trees, width, root=False,
+                 prologue=None):
+        pending = table if table is not None else self.pending
+        self.pending = None
+        slots = _slots_from(built, n_trees, width)
+        fmask, feats = fmask
+        pend = self.coord.broadcast(pending) if pending is not None else None
+        out = self.coord.map(data_level_kernel, pend, slots, self.B, self.C, root, prologue,
+                             feats, step="tree_level", restore=True)
+        extra = [o[2] for o in out]
+        hist = ordered_reduce([o[0] for o in out])
+        tot = ordered_reduce([o[1] for o in out])
+        if root:
+            totals = tot
+        if derived:
+            pidx = {node: i for i, node in enumerate(self._parents[0])}
+            bidx = {node: i for i, node in enumerate(built)}
+            pi = np.array([pidx[p] for _, p, _ in derived])
+            bi = np.array([bidx[s] for _, _, s in derived])
+            der = subtract(self._parents[1][pi], hist[bi])
+            hist = np.concatenate([hist, der])
+        order = built + [d[0] for d in derived]
+        if feats is not None:
+            best = _compact_best(hist, totals, self.params, feats, feats >= 0)
+        else:
+            best = find_best_splits(hist, totals, self.params, fmask)
+        self._parents = (order, hist) if keep else None
+        return LevelResult(best, tot if root else None, extra)
+
+    def finish(self, prologue=None):
+        pend = self.coord.broadcast(self.pending) if self.pending is not None else None
+        self.pending = None
+        return self.coord.map(finish_kernel, pend, False, prologue, step="tree_finish",
+                              restore=True)
+
+
+class FeatureParallel:
+    """Column shards holding every row: each finds the best split among its features;
+    the coordinator keeps the best; the winner's row partition travels as a bitmask."""
+
+    bits_mode = True
+
+    def __init__(self, coord, params: SplitParams, n_bins: int, n_channels: int):
+        self.coord = coord
+        self.params = params
+        self.B = n_bins
+        self.C = n_channels
+        self.pending = None
+        self._parents = False
+
+    @property
+    def has_parents(self):
+        return self._parents
+
+    def set_pending(self, table):
+        self.pending = None if table is None else self._bits(table)
+
+    def _bits(self, table):
+        parts = [p for p in self.coord.map(feature_bits_kernel, self.coord.broadcast(table),
+                                           step="tree_bits") if p is not None]
+        packed = parts[0].copy()
+        for p in parts[1:]:
+            packed |= p
+        return packed, table
+
+    def evaluate(self, table, built, derived, totals, fmask, keep, *, n_trees, width, root=False,
+                 prologue=None):
+        pending = self._bits(table) if table is not None else self.pending
+        self.pending = None
+        slots = _slots_from(built, n_trees, width)
+        bidx = {node: i for i, node in enumerate(built)}
+        pidx = {node: i for i, node in enumerate(self._order)} if derived else {}
+        der = [(d[0], pidx[d[1]], bidx[d[2]]) for d in derived]
+        pend = self.coord.broadcast(pending) if pending is not None else None
+        out = self.coord.map(feature_level_kernel, pend, slots, der, totals, fmask, self.params,
+                             self.B, self.C, keep, root, prologue, step="tree_level",
+                             restore=True)
+        best = None
+        for o in out:
+            if o[0] is None:
+                continue
+            if best is None:
+                best = o[0].copy()   # results may be read-only (Ray object store)
+            else:
+                best.take_better(o[0])
+        self._order = built + [d[0] for d in derived]
+        self._parents = bool(keep)
+        return LevelResult(best, out[0][1] if root else None, [o[2] for o in out])
+
+    def finish(self, prologue=None):
+        pend = self.coord.broadcast(self.pending) if self.pending is not None else None
+        self.pending = None
+        return self.coord.map(finish_kernel, pend, True, prologue, step="tree_finish",
+                              restore=True)
+
+
+def _compact_best(hist, totals, params, feats, usable):
+    """Best splits over a compact (S, k, B, C) histogram whose axis 1 follows ``feats``."""
+    best = find_best_splits(hist, totals, params, usable)
+    found = best.feature >= 0
+    rows = np.flatnonzero(found)
+    best.feature[found] = feats[rows, best.feature[found]]
+    return best
+
+
+def _slots_from(built, n_trees, width):
+    n = max(width, 1 + max(v for _, v in built) if built else 1)
+    slots = np.full((n_trees, n), -1, np.int32)
+    for i, (t, v) in enumerate(built):
+        slots[t, v] = i
+    return slots

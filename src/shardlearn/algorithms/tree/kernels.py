@@ -1,0 +1,173 @@
+"""Worker kernels of the tree family: binning summaries, per-shard state, prologues.
+
+Per-shard state (see :mod:`.grower`) is built once per fit. Whatever is random
+(bootstrap counts, subsamples, validation rows) is drawn per *row shard* from
+``default_rng([seed, ..., row_shard_index])``, so a feature-parallel column
+block holding every row draws exactly what the row shards would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit, logsumexp, softmax
+
+from .binning import bin_matrix, feature_summaries
+
+
+def summaries_kernel(shard, state, max_bins):
+    return feature_summaries(shard.X, max_bins)
+
+
+def binned_kernel(shard, state):
+    """The shard's binned matrix (to build feature-parallel column blocks)."""
+    return state["Xb"]
+
+
+def _blocks(state):
+    rb = state["row_bounds"]
+    return [(int(i), int(rb[k]), int(rb[k + 1])) for k, i in enumerate(state["block_ids"])]
+
+
+def init_state(shard, state, edges, spec, row_bounds, block_ids, col_offset):
+    """Bin the shard (or take a binned column block) and prepare targets.
+
+    ``spec``: dict with "kind" in {"class", "mse", "gbt"}, and "classes",
+    "n_trees", "validation_fraction", "seed" as needed. Returns per-row-block
+    sums used by the coordinator (class weights / target sums of training rows).
+    """
+    if edges is None:                       # feature-parallel: X is a binned block
+        Xb = np.ascontiguousarray(shard.X, dtype=np.uint8)
+    else:
+        Xb = bin_matrix(shard.X, edges)
+    n = Xb.shape[0]
+    state["Xb"] = Xb
+    state["col_offset"] = int(col_offset)
+    state["row_bounds"] = np.asarray(row_bounds if row_bounds is not None else [0, n], np.int64)
+    state["block_ids"] = list(block_ids if block_ids is not None else [shard.index])
+    sw = shard.weights().astype(np.float64)
+    kind = spec["kind"]
+    T = spec.get("n_trees", 1)
+    state["pos"] = np.zeros((T, n), np.int32)
+    # Rows of zero sample weight take no part (as if removed), not even in row counts.
+    state["w"] = (sw > 0).astype(np.float64)[None, :]
+    if kind in ("class", "gbt_class"):
+        idx = np.searchsorted(spec["classes"], shard.y).astype(np.int64)
+        state["y"] = idx
+    else:
+        state["y"] = np.asarray(shard.y, dtype=np.float64)
+    state["sw"] = sw
+    if kind == "class":
+        Kc = len(spec["classes"])
+        vals = np.zeros((1, n, Kc))
+        vals[0, np.arange(n), state["y"]] = sw
+        state["vals"] = vals
+    elif kind == "mse":
+        y = state["y"]
+        state["vals"] = np.ascontiguousarray(np.stack([-sw * y, sw, sw * y * y], axis=1)[None])
+    # Validation rows (boosting early stopping): never trained on.
+    vf = spec.get("validation_fraction")
+    train = np.ones(n, bool)
+    if vf:
+        for i, a, b in _blocks(state):
+            train[a:b] = np.random.default_rng([spec["seed"], 7919, i]).random(b - a) >= vf
+    state["train"] = train
+    out = []
+    for _, a, b in _blocks(state):
+        m = train[a:b]
+        if kind in ("class", "gbt_class"):
+            Kc = len(spec["classes"])
+            out.append(np.bincount(state["y"][a:b][m], weights=sw[a:b][m], minlength=Kc))
+        else:
+            out.append(np.array([sw[a:b][m].sum(), (sw[a:b][m] * state["y"][a:b][m]).sum()]))
+    return out
+
+
+# -- random forests ----------------------------------------------------------------------
+def rf_prologue(shard, state, tree_ids, seed, bootstrap):
+    """Draw each tree's per-row Poisson(1) bootstrap counts (no data copies)."""
+    n = state["Xb"].shape[0]
+    T = len(tree_ids)
+    if state["pos"].shape[0] != T:
+        state["pos"] = np.zeros((T, n), np.int32)
+    if not bootstrap:
+        return None
+    w = np.empty((T, n))
+    for t, tid in enumerate(tree_ids):
+        for i, a, b in _blocks(state):
+            w[t, a:b] = np.random.default_rng([seed, int(tid), i]).poisson(1.0, b - a)
+    state["w"] = w * (state["sw"] > 0)
+    return None
+
+
+def rf_oob_prologue(shard, state, leaf_values):
+    """Accumulate out-of-bag predictions of the trees just grown; return the totals so far.
+
+    ``leaf_values`` (T, max_nodes, V). Returns (oob_sum (n, V), oob_count (n,)).
+    """
+    pos, w = state["pos"], state["w"]
+    n = pos.shape[1]
+    V = leaf_values.shape[2]
+    if "oob_sum" not in state:
+        state["oob_sum"] = np.zeros((n, V))
+        state["oob_count"] = np.zeros(n)
+    acc, cnt = state["oob_sum"], state["oob_count"]
+    for t in range(pos.shape[0]):
+        oob = w[t] == 0 if w.shape[0] > 1 else np.zeros(n, bool)
+        acc[oob] += leaf_values[t, pos[t, oob]]
+        cnt[oob] += 1
+    return acc, cnt
+
+
+# -- gradient boosting --------------------------------------------------------------------
+def _loss_grad(loss, raw, y, n_classes):
+    """Per-row loss, gradient (n, K) and hessian (n, K) at raw scores (n, K)."""
+    if loss == "squared_error":
+        r = raw[:, 0] - y
+        return 0.5 * r * r, r[:, None], np.ones_like(r)[:, None]
+    if loss == "binary":
+        z = raw[:, 0]
+        p = expit(z)
+        lo = np.logaddexp(0.0, z) - y * z
+        return lo, (p - y)[:, None], np.maximum(p * (1.0 - p), 1e-16)[:, None]
+    P = softmax(raw, axis=1)
+    Y = np.zeros_like(P)
+    Y[np.arange(raw.shape[0]), y] = 1.0
+    lo = logsumexp(raw, axis=1) - raw[np.arange(raw.shape[0]), y]
+    return lo, P - Y, np.maximum(P * (1.0 - P), 1e-16)
+
+
+def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad):
+    """Add the previous round's leaves to the raw scores; return losses; new gradients.
+
+    Returns per-row-block ``[train_loss_sum, train_weight, val_loss_sum, val_weight]``.
+    """
+    y, sw, train = state["y"], state["sw"], state["train"]
+    n = y.shape[0]
+    Kt = spec["n_trees"]
+    if "raw" not in state:
+        state["raw"] = np.tile(np.asarray(spec["baseline"], dtype=np.float64), (n, 1))
+    raw = state["raw"]
+    if leaf_values is not None:
+        pos = state["pos"]
+        for t in range(Kt):
+            raw[:, t] += leaf_values[t, pos[t]]
+    lo, g, h = _loss_grad(spec["loss"], raw, y, spec.get("n_classes", 1))
+    out = []
+    for _, a, b in _blocks(state):
+        m = train[a:b]
+        wl = sw[a:b] * lo[a:b]
+        out.append(np.array([wl[m].sum(), sw[a:b][m].sum(), wl[~m].sum(), sw[a:b][~m].sum()]))
+    if compute_grad:
+        vals = np.empty((Kt, n, 2))
+        swt = sw * train
+        vals[:, :, 0] = (g * swt[:, None]).T
+        vals[:, :, 1] = (h * swt[:, None]).T
+        state["vals"] = vals
+        sub = spec.get("subsample", 1.0)
+        w = (train & (sw > 0)).astype(np.float64)
+        if sub < 1.0:
+            for i, a, b in _blocks(state):
+                rng = np.random.default_rng([spec["seed"], int(round_idx), i])
+                w[a:b] *= rng.random(b - a) < sub
+        state["w"] = w[None, :]
+    return out

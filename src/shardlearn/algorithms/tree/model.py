@@ -1,0 +1,92 @@
+"""Fitted trees as flat arrays, and their prediction on the driver (numba traversal).
+
+A *forest* is a dict of arrays (saved as-is, no pickle): node arrays of all trees
+concatenated, and ``offsets`` (n_trees + 1) giving each tree's first node. Child
+indices are local to their tree; leaves have ``feature == -1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from . import _kernels as K
+
+FOREST_KEYS = ("offsets", "feature", "threshold", "missing_left", "left", "right", "value",
+               "n_samples", "gain", "depth")
+
+
+def pack_forest(trees, values) -> dict:
+    """Concatenate TreeBuilds; ``values[t]`` is the (n_nodes_t, V) output of tree t."""
+    offsets = np.zeros(len(trees) + 1, np.int64)
+    offsets[1:] = np.cumsum([t.n_nodes for t in trees])
+    cat = lambda key, dt: np.concatenate([np.asarray(getattr(t, key), dtype=dt) for t in trees])  # noqa: E731
+    return {
+        "offsets": offsets,
+        "feature": cat("feature", np.int32),
+        "threshold": cat("threshold", np.float64),
+        "missing_left": cat("missing_left", np.uint8),
+        "left": cat("left", np.int32),
+        "right": cat("right", np.int32),
+        "value": np.ascontiguousarray(np.concatenate(values), dtype=np.float64),
+        "n_samples": np.concatenate([[s[-1] for s in t.stats] for t in trees]).astype(np.float64),
+        "gain": cat("gain", np.float64),
+        "depth": cat("depth", np.int32),
+    }
+
+
+def concat_forests(forests) -> dict:
+    """Join forests grown in separate batches into one."""
+    if len(forests) == 1:
+        return forests[0]
+    out = {k: np.concatenate([f[k] for f in forests]) for k in FOREST_KEYS if k != "offsets"}
+    sizes = [np.diff(f["offsets"]) for f in forests]
+    offs = np.zeros(sum(len(s) for s in sizes) + 1, np.int64)
+    offs[1:] = np.cumsum(np.concatenate(sizes))
+    out["offsets"] = offs
+    return out
+
+
+def n_trees(forest) -> int:
+    return len(forest["offsets"]) - 1
+
+
+def leaves(forest, X) -> np.ndarray:
+    """(n_samples, n_trees) local leaf index of every row in every tree."""
+    if sp.issparse(X):
+        X = X.toarray()
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    out = np.empty((X.shape[0], n_trees(forest)), np.int32)
+    K.forest_leaves(X, forest["feature"], forest["threshold"], forest["missing_left"],
+                    forest["left"], forest["right"], forest["offsets"], out)
+    return out
+
+
+def leaf_outputs(forest, X) -> np.ndarray:
+    """(n_samples, n_trees, V) output of the leaf each row reaches in each tree."""
+    lv = leaves(forest, X)
+    glob = lv + forest["offsets"][:-1][None, :]
+    return forest["value"][glob]
+
+
+def feature_importances(forest, n_features, per_tree_normalise=True, tree_slice=None):
+    """Total split gain per feature, normalised to sum to one (0s if no split).
+
+    ``per_tree_normalise``: normalise each tree's importances first and average
+    (scikit-learn's forests); otherwise sum raw gains (boosting).
+    """
+    offs = forest["offsets"]
+    T = len(offs) - 1
+    total = np.zeros(n_features)
+    for t in range(T) if tree_slice is None else tree_slice:
+        a, b = offs[t], offs[t + 1]
+        f = forest["feature"][a:b]
+        m = f >= 0
+        imp = np.bincount(f[m], weights=forest["gain"][a:b][m], minlength=n_features)
+        if per_tree_normalise:
+            s = imp.sum()
+            if s > 0:
+                imp = imp / s
+        total += imp
+    s = total.sum()
+    return total / s if s > 0 else total

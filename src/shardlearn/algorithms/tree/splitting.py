@@ -1,0 +1,137 @@
+"""Best splits from histograms, and leaf values: plain numpy on the coordinator.
+
+The same function runs on the coordinator (data-parallel: every feature) and on
+workers (feature-parallel: the features a worker holds). The gain of one
+feature never depends on the others, so both modes compute the same bits and
+pick the same split (ties: lowest feature, then missing-right before
+missing-left, then lowest bin).
+
+Criteria (``C = n_value_channels + 1``; the last channel counts rows):
+
+* ``"gh"``: channels (g, h); gain ``G_L^2/(H_L+l) + G_R^2/(H_R+l) - G^2/(H+l)``
+  (second-order boosting, XGBoost's gain without the 1/2).
+* ``"mse"``: channels (-w y, w, w y^2); the same gain with ``l = 0`` equals the
+  weighted squared-error decrease; the third channel gives the node impurity.
+* ``"gini"`` / ``"entropy"``: channels are per-class weights; the gain is the
+  weighted impurity decrease ``W_P i_P - W_L i_L - W_R i_R``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels as K
+
+
+@dataclass
+class SplitParams:
+    criterion: str
+    reg_lambda: float = 0.0
+    min_samples_leaf: int = 1
+    min_child_weight: float = 0.0
+
+
+def _xlogx(a):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
+
+
+_FIELDS = ("gain", "feature", "bin", "missing_left", "bin_hi", "left")
+
+
+@dataclass
+class BestSplits:
+    """Best split of each node (gain -inf where none is valid)."""
+
+    gain: np.ndarray           # (S,)
+    feature: np.ndarray        # (S,) global feature index, -1 if none
+    bin: np.ndarray            # (S,) last value bin going left
+    missing_left: np.ndarray   # (S,) bool
+    bin_hi: np.ndarray         # (S,) next non-empty value bin after `bin`, -1 if none
+    left: np.ndarray           # (S, C) stats of the left child
+
+    @classmethod
+    def empty(cls, n_nodes: int, n_channels: int) -> BestSplits:
+        return cls(np.full(n_nodes, -np.inf), np.full(n_nodes, -1, np.int64),
+                   np.zeros(n_nodes, np.int64), np.zeros(n_nodes, bool),
+                   np.full(n_nodes, -1, np.int64), np.zeros((n_nodes, n_channels)))
+
+    def copy(self) -> BestSplits:
+        return BestSplits(*(np.array(getattr(self, n)) for n in _FIELDS))
+
+    def take_better(self, other: BestSplits) -> None:
+        """Keep, per node, the better of self and other (ties: lower feature index)."""
+        better = (other.gain > self.gain) | (
+            (other.gain == self.gain) & (other.feature >= 0)
+            & ((self.feature < 0) | (other.feature < self.feature)))
+        for name in _FIELDS:
+            getattr(self, name)[better] = getattr(other, name)[better]
+
+
+_CRIT = {"gh": 0, "mse": 1, "gini": 2, "entropy": 3}
+
+
+def find_best_splits(hist, totals, params: SplitParams, feature_mask=None,
+                     feature_offset: int = 0) -> BestSplits:
+    """Best split per node of ``hist`` (S, F, B, C) given node ``totals`` (S, C).
+
+    ``feature_mask`` (S, F) bool limits the candidate features of each node.
+    Feature indices are reported as ``feature_offset + local index``.
+    """
+    S, F, B, C = hist.shape
+    out = BestSplits.empty(S, C)
+    if S == 0 or B < 2:
+        return out
+    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
+             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
+    mleft = np.zeros(S, np.int64)
+    K.best_splits(np.ascontiguousarray(hist), np.ascontiguousarray(totals, dtype=np.float64),
+                  fmask, _CRIT[params.criterion], float(params.reg_lambda),
+                  float(max(1, params.min_samples_leaf)), float(params.min_child_weight),
+                  out.gain, out.feature, out.bin, mleft, out.bin_hi, out.left)
+    out.missing_left[:] = mleft == 1
+    found = out.feature >= 0
+    out.feature[found] += feature_offset
+    return out
+
+
+def subtract(parent, child):
+    """Sibling histogram ``parent - child``; bins left without rows are exactly zero."""
+    out = parent - child
+    out[out[..., -1] == 0] = 0.0
+    return out
+
+
+def impurity(totals, criterion: str):
+    """Impurity of nodes from their totals (S, C); 0 for "gh"."""
+    if criterion == "gh":
+        return np.zeros(totals.shape[0])
+    if criterion == "mse":
+        W = totals[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = -totals[:, 0] / W
+            return np.where(W > 0, totals[:, 2] / W - mean * mean, 0.0)
+    W = totals[:, :-1].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        P = np.where(W[:, None] > 0, totals[:, :-1] / np.where(W > 0, W, 1.0)[:, None], 0.0)
+    if criterion == "gini":
+        return 1.0 - (P * P).sum(axis=1)
+    return -(_xlogx(P)).sum(axis=1) / np.log(2.0)  # bits, as scikit-learn
+
+
+def leaf_values(totals, criterion: str, reg_lambda: float = 0.0):
+    """Leaf outputs from node totals (S, C): shape (S, V)."""
+    if criterion == "gh":
+        H = totals[:, 1] + reg_lambda
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(H > 0, -totals[:, 0] / np.where(H > 0, H, 1.0), 0.0)[:, None]
+    if criterion == "mse":
+        W = totals[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # (+ 0.0 turns -0.0 into 0.0)
+            return np.where(W > 0, -totals[:, 0] / np.where(W > 0, W, 1.0) + 0.0, 0.0)[:, None]
+    W = totals[:, :-1].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(W[:, None] > 0, totals[:, :-1] / np.where(W > 0, W, 1.0)[:, None], 0.0)

@@ -1,0 +1,231 @@
+"""Distributed random forests: Poisson bootstrap on the workers, trees grown together."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.metrics import r2_score
+from sklearn.utils._param_validation import Interval, StrOptions
+
+from ..algorithms.tree import model as M
+from ..algorithms.tree.fit import fit_forest
+from ..tree._base import COMMON_CONSTRAINTS, TREE_CONSTRAINTS, HistTreeMixin, resolve_max_features
+
+_DOC = """
+    Parameters
+    ----------
+    n_estimators : int, default=100
+    criterion : str
+        ``"gini"``, ``"entropy"`` or ``"log_loss"`` (classifier); ``"squared_error"`` (regressor).
+    max_depth : int, default=None
+    min_samples_split : int, default=2
+    min_samples_leaf : int, default=1
+    min_impurity_decrease : float, default=0.0
+    max_features : int, float, {"sqrt", "log2"} or None
+        Candidate features drawn per node. Default "sqrt" (classifier), 1.0 (regressor).
+    max_leaf_nodes : int, default=None
+    bootstrap : bool, default=True
+        Each tree sees every row with a Poisson(1) count drawn on the worker from
+        (seed, tree, shard): a bootstrap without copying data.
+    oob_score : bool, default=False
+        Score each row with the trees it was out of bag for (accuracy / R^2).
+    trees_per_pass : int, default=None
+        Trees grown together in the same passes over the data (default: up to 64).
+    random_state : int, RandomState or None, default=None
+    max_bins : int, default=255
+    parallel : {"data", "feature"}, default="data"
+
+    Attributes
+    ----------
+    forest_ : dict of ndarray
+        Every tree as flat node arrays.
+    feature_importances_ : ndarray of shape (n_features,)
+        Mean over trees of each tree's normalised impurity decrease per feature.
+    oob_score_ : float
+    oob_decision_function_ / oob_prediction_ : ndarray
+    fit_report_ : FitReport
+"""
+
+
+class _BaseForest(HistTreeMixin, BaseEstimator):
+    _model_attributes = ("forest_", "feature_importances_", "max_features_")
+    _classifier = False
+
+    def __init__(self, *, n_estimators, criterion, max_depth, min_samples_split,
+                 min_samples_leaf, min_impurity_decrease, max_features, max_leaf_nodes,
+                 bootstrap, oob_score, trees_per_pass, random_state, max_bins, parallel):
+        self.n_estimators = n_estimators
+        self.criterion = criterion
+        self.max_depth = max_depth
+        self.min_samples_split = min_samples_split
+        self.min_samples_leaf = min_samples_leaf
+        self.min_impurity_decrease = min_impurity_decrease
+        self.max_features = max_features
+        self.max_leaf_nodes = max_leaf_nodes
+        self.bootstrap = bootstrap
+        self.oob_score = oob_score
+        self.trees_per_pass = trees_per_pass
+        self.random_state = random_state
+        self.max_bins = max_bins
+        self.parallel = parallel
+
+    def _fit_forest(self, X, y, sample_weight):
+        if self.oob_score and not self.bootstrap:
+            raise ValueError("Out of bag estimation only available if bootstrap=True.")
+        dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        mf = resolve_max_features(self.max_features, dataset.n_features)
+        crit = "entropy" if self.criterion == "log_loss" else self.criterion
+        fit = fit_forest(
+            dataset, task="class" if self._classifier else "regression", classes=classes,
+            criterion=crit, n_estimators=self.n_estimators, bootstrap=self.bootstrap,
+            max_depth=self.max_depth, min_samples_split=self.min_samples_split,
+            min_samples_leaf=self.min_samples_leaf,
+            min_impurity_decrease=self.min_impurity_decrease, max_features=mf,
+            max_leaf_nodes=self.max_leaf_nodes, seed=self._seed(), max_bins=self.max_bins,
+            parallel=self.parallel, oob_score=self.oob_score,
+            trees_per_pass=self.trees_per_pass, estimator=type(self).__name__)
+        if classes is not None:
+            self.classes_ = classes
+            self.n_classes_ = len(classes)
+        self.forest_ = fit.forest
+        self.max_features_ = mf or dataset.n_features
+        self.feature_importances_ = M.feature_importances(fit.forest, dataset.n_features)
+        self.fit_report_ = fit.report
+        if self.oob_score:
+            self._set_oob(dataset, classes, *fit.oob)
+        return self
+
+    def _mean_output(self, X):
+        return self._leaf_outputs(X).mean(axis=1)
+
+    def apply(self, X):
+        """Leaf index of each row in each tree, shape (n_samples, n_estimators)."""
+        return M.leaves(self.forest_, self._predict_input(X, allow_nan=True))
+
+
+class RandomForestClassifier(ClassifierMixin, _BaseForest):
+    __doc__ = """A random forest classifier grown from per-shard histograms.
+
+    All trees of a pass grow level-wise together: one pass over the data per level
+    serves every tree. Bootstrap samples are per-row Poisson(1) weights drawn on the
+    workers; features are subsampled per node on the coordinator.
+""" + _DOC + """
+    Examples
+    --------
+    >>> from shardlearn.ensemble import RandomForestClassifier
+    >>> from sklearn.datasets import make_classification
+    >>> X, y = make_classification(random_state=0)
+    >>> RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y).score(X, y) > 0.9
+    True
+    """
+
+    _classifier = True
+    _model_attributes = _BaseForest._model_attributes + ("classes_", "oob_score_",
+                                                         "oob_decision_function_")
+    _parameter_constraints: dict = {
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "criterion": [StrOptions({"gini", "entropy", "log_loss"})],
+        "bootstrap": ["boolean"], "oob_score": ["boolean"],
+        "trees_per_pass": [Interval(Integral, 1, None, closed="left"), None],
+        **TREE_CONSTRAINTS, **COMMON_CONSTRAINTS,
+    }
+
+    def __init__(self, n_estimators=100, criterion="gini", max_depth=None, min_samples_split=2,
+                 min_samples_leaf=1, min_impurity_decrease=0.0, max_features="sqrt",
+                 max_leaf_nodes=None, bootstrap=True, oob_score=False, trees_per_pass=None,
+                 random_state=None, max_bins=255, parallel="data"):
+        super().__init__(n_estimators=n_estimators, criterion=criterion, max_depth=max_depth,
+                         min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
+                         min_impurity_decrease=min_impurity_decrease, max_features=max_features,
+                         max_leaf_nodes=max_leaf_nodes, bootstrap=bootstrap, oob_score=oob_score,
+                         trees_per_pass=trees_per_pass, random_state=random_state,
+                         max_bins=max_bins, parallel=parallel)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Grow the forest on X (NaN allowed) and labels y.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_forest(X, y, sample_weight)
+
+    def _set_oob(self, dataset, classes, oob_sum, oob_count):
+        labels = np.searchsorted(classes, dataset.labels())
+        seen = oob_count > 0
+        dec = np.full(oob_sum.shape, np.nan)
+        dec[seen] = oob_sum[seen] / oob_count[seen, None]
+        self.oob_decision_function_ = dec
+        self.oob_score_ = float(np.mean(np.argmax(dec[seen], axis=1) == labels[seen]))
+
+    def predict_proba(self, X):
+        """Mean over trees of the leaf class fractions, on the driver."""
+        return self._mean_output(X)
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class RandomForestRegressor(RegressorMixin, _BaseForest):
+    __doc__ = """A random forest regressor (squared error) grown from per-shard histograms.
+
+    See :class:`RandomForestClassifier` for how the work is distributed.
+""" + _DOC + """
+    Examples
+    --------
+    >>> from shardlearn.ensemble import RandomForestRegressor
+    >>> from sklearn.datasets import make_regression
+    >>> X, y = make_regression(n_samples=200, random_state=0)
+    >>> RandomForestRegressor(n_estimators=10, random_state=0).fit(X, y).score(X, y) > 0.8
+    True
+    """
+
+    _model_attributes = _BaseForest._model_attributes + ("oob_score_", "oob_prediction_")
+    _parameter_constraints: dict = {
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "criterion": [StrOptions({"squared_error"})],
+        "bootstrap": ["boolean"], "oob_score": ["boolean"],
+        "trees_per_pass": [Interval(Integral, 1, None, closed="left"), None],
+        **TREE_CONSTRAINTS, **COMMON_CONSTRAINTS,
+    }
+
+    def __init__(self, n_estimators=100, criterion="squared_error", max_depth=None,
+                 min_samples_split=2, min_samples_leaf=1, min_impurity_decrease=0.0,
+                 max_features=1.0, max_leaf_nodes=None, bootstrap=True, oob_score=False,
+                 trees_per_pass=None, random_state=None, max_bins=255, parallel="data"):
+        super().__init__(n_estimators=n_estimators, criterion=criterion, max_depth=max_depth,
+                         min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
+                         min_impurity_decrease=min_impurity_decrease, max_features=max_features,
+                         max_leaf_nodes=max_leaf_nodes, bootstrap=bootstrap, oob_score=oob_score,
+                         trees_per_pass=trees_per_pass, random_state=random_state,
+                         max_bins=max_bins, parallel=parallel)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Grow the forest on X (NaN allowed) and numeric y.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_forest(X, y, sample_weight)
+
+    def _set_oob(self, dataset, classes, oob_sum, oob_count):
+        y = dataset.labels().astype(np.float64)
+        seen = oob_count > 0
+        pred = np.full(oob_sum.shape[0], np.nan)
+        pred[seen] = oob_sum[seen, 0] / oob_count[seen]
+        self.oob_prediction_ = pred
+        self.oob_score_ = float(r2_score(y[seen], pred[seen]))
+
+    def predict(self, X):
+        """Mean over trees of the leaf means, on the driver."""
+        return self._mean_output(X)[:, 0]

@@ -1,0 +1,5 @@
+"""Distributed decision trees on binned features (level-wise histogram growth)."""
+
+from ._classes import DecisionTreeClassifier, DecisionTreeRegressor
+
+__all__ = ["DecisionTreeClassifier", "DecisionTreeRegressor"]

@@ -1,0 +1,214 @@
+"""Distributed decision trees on histogram (binned) features."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
+
+from ..algorithms.tree import model as M
+from ..algorithms.tree.fit import fit_forest
+from ._base import COMMON_CONSTRAINTS, TREE_CONSTRAINTS, HistTreeMixin, resolve_max_features
+
+_DOC_PARAMS = """
+    max_depth : int, default=None
+        Grow until leaves are pure or hold fewer than ``min_samples_split`` rows.
+    min_samples_split : int, default=2
+    min_samples_leaf : int, default=1
+        Rows each child must keep (counted unweighted, as in scikit-learn).
+    min_impurity_decrease : float, default=0.0
+        Split only if the weighted impurity decrease (scikit-learn's definition)
+        is at least this.
+    max_features : int, float, {"sqrt", "log2"} or None, default=None
+        Candidate features drawn per node (seeded by ``random_state``).
+    max_leaf_nodes : int, default=None
+        Level-wise growth keeps the best splits of each level until the tree has
+        this many leaves.
+    random_state : int, RandomState or None, default=None
+    max_bins : int, default=255
+        Value bins per feature (2..255); missing values (NaN) get their own bin.
+        Features with at most ``max_bins`` distinct values are binned exactly and
+        split at midpoints between values, as scikit-learn does.
+    parallel : {"data", "feature"}, default="data"
+        ``"data"``: shards are row blocks, histograms are summed on the
+        coordinator. ``"feature"``: shards are column blocks of the binned matrix
+        holding every row; each worker finds the best split among its features and
+        the winner sends the row partition as a bitmask. Same tree either way."""
+
+
+class _BaseDecisionTree(HistTreeMixin, BaseEstimator):
+    _model_attributes = ("forest_", "feature_importances_", "max_features_")
+    _classifier = False
+
+    def __init__(self, *, criterion, max_depth=None, min_samples_split=2, min_samples_leaf=1,
+                 min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None,
+                 random_state=None, max_bins=255, parallel="data"):
+        self.criterion = criterion
+        self.max_depth = max_depth
+        self.min_samples_split = min_samples_split
+        self.min_samples_leaf = min_samples_leaf
+        self.min_impurity_decrease = min_impurity_decrease
+        self.max_features = max_features
+        self.max_leaf_nodes = max_leaf_nodes
+        self.random_state = random_state
+        self.max_bins = max_bins
+        self.parallel = parallel
+
+    def _fit_tree(self, X, y, sample_weight):
+        dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        mf = resolve_max_features(self.max_features, dataset.n_features)
+        fit = fit_forest(
+            dataset, task="class" if self._classifier else "regression", classes=classes,
+            criterion=self.criterion, n_estimators=1, bootstrap=False,
+            max_depth=self.max_depth, min_samples_split=self.min_samples_split,
+            min_samples_leaf=self.min_samples_leaf,
+            min_impurity_decrease=self.min_impurity_decrease, max_features=mf,
+            max_leaf_nodes=self.max_leaf_nodes, seed=self._seed(), max_bins=self.max_bins,
+            parallel=self.parallel, estimator=type(self).__name__)
+        if classes is not None:
+            self.classes_ = classes
+            self.n_classes_ = len(classes)
+        self.forest_ = fit.forest
+        self.max_features_ = mf or dataset.n_features
+        self.feature_importances_ = M.feature_importances(fit.forest, dataset.n_features)
+        self.fit_report_ = fit.report
+        return self
+
+    def get_depth(self):
+        """Depth of the tree (a root-only tree has depth 0)."""
+        return int(self.forest_["depth"].max())
+
+    def get_n_leaves(self):
+        return int((self.forest_["feature"] < 0).sum())
+
+    def apply(self, X):
+        """Index of the leaf each row reaches."""
+        return M.leaves(self.forest_, self._predict_input(X, allow_nan=True))[:, 0]
+
+
+class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
+    __doc__ = """A decision tree classifier grown level-wise from per-shard histograms.
+
+    Each level is one pass over the shards: workers build class-weight histograms
+    of their rows per node (the smaller child of each split; the sibling is the
+    parent minus it), the coordinator sums them in shard order and picks the split
+    that most decreases the impurity. Prediction runs on the driver.
+
+    Parameters
+    ----------
+    criterion : {"gini", "entropy", "log_loss"}, default="gini"
+""" + _DOC_PARAMS + """
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    forest_ : dict of ndarray
+        The tree as flat node arrays (``feature``, ``threshold``, ``missing_left``,
+        ``left``, ``right``, ``value``, ...); saved without pickle.
+    feature_importances_ : ndarray of shape (n_features,)
+        Normalised total impurity decrease per feature.
+    fit_report_ : FitReport
+
+    Examples
+    --------
+    >>> from shardlearn.tree import DecisionTreeClassifier
+    >>> from sklearn.datasets import load_iris
+    >>> X, y = load_iris(return_X_y=True)
+    >>> DecisionTreeClassifier(max_depth=3).fit(X, y).score(X, y) > 0.9
+    True
+    """
+
+    _classifier = True
+    _parameter_constraints: dict = {
+        "criterion": [StrOptions({"gini", "entropy", "log_loss"})],
+        **TREE_CONSTRAINTS, **COMMON_CONSTRAINTS,
+    }
+
+    def __init__(self, criterion="gini", max_depth=None, min_samples_split=2, min_samples_leaf=1,
+                 min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None,
+                 random_state=None, max_bins=255, parallel="data"):
+        super().__init__(criterion=criterion, max_depth=max_depth,
+                         min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
+                         min_impurity_decrease=min_impurity_decrease, max_features=max_features,
+                         max_leaf_nodes=max_leaf_nodes, random_state=random_state,
+                         max_bins=max_bins, parallel=parallel)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Grow the tree on X (ndarray, DataFrame, CSR or Dataset; NaN allowed) and y.
+
+        Returns
+        -------
+        self
+        """
+        if self.criterion == "log_loss":
+            self.criterion = "entropy"
+            try:
+                return self._fit_tree(X, y, sample_weight)
+            finally:
+                self.criterion = "log_loss"
+        return self._fit_tree(X, y, sample_weight)
+
+    def predict_proba(self, X):
+        """Class probabilities (weighted class fractions of the leaf), on the driver."""
+        return self._leaf_outputs(X)[:, 0, :]
+
+    def predict_log_proba(self, X):
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class DecisionTreeRegressor(RegressorMixin, _BaseDecisionTree):
+    __doc__ = """A squared-error regression tree grown level-wise from per-shard histograms.
+
+    Parameters
+    ----------
+    criterion : {"squared_error"}, default="squared_error"
+""" + _DOC_PARAMS + """
+
+    Attributes
+    ----------
+    forest_ : dict of ndarray
+    feature_importances_ : ndarray of shape (n_features,)
+    fit_report_ : FitReport
+
+    Examples
+    --------
+    >>> from shardlearn.tree import DecisionTreeRegressor
+    >>> import numpy as np
+    >>> X = np.arange(20.0).reshape(-1, 1); y = (X[:, 0] > 9).astype(float)
+    >>> DecisionTreeRegressor(max_depth=1).fit(X, y).predict([[3.0], [15.0]]).tolist()
+    [0.0, 1.0]
+    """
+
+    _parameter_constraints: dict = {
+        "criterion": [StrOptions({"squared_error"})],
+        **TREE_CONSTRAINTS, **COMMON_CONSTRAINTS,
+    }
+
+    def __init__(self, criterion="squared_error", max_depth=None, min_samples_split=2,
+                 min_samples_leaf=1, min_impurity_decrease=0.0, max_features=None,
+                 max_leaf_nodes=None, random_state=None, max_bins=255, parallel="data"):
+        super().__init__(criterion=criterion, max_depth=max_depth,
+                         min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
+                         min_impurity_decrease=min_impurity_decrease, max_features=max_features,
+                         max_leaf_nodes=max_leaf_nodes, random_state=random_state,
+                         max_bins=max_bins, parallel=parallel)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None):
+        """Grow the tree on X (NaN allowed) and numeric y.
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_tree(X, y, sample_weight)
+
+    def predict(self, X):
+        """Mean target of the leaf each row reaches, on the driver."""
+        return self._leaf_outputs(X)[:, 0, 0]

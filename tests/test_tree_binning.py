@@ -1,0 +1,169 @@
+"""Binning, histogram kernels and split finding of the histogram trees (no cluster)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shardlearn.algorithms.tree import _kernels as K
+from shardlearn.algorithms.tree.binning import bin_matrix, feature_summaries, merge_summaries
+from shardlearn.algorithms.tree.splitting import SplitParams, find_best_splits, subtract
+
+
+def _edges(X, n_shards=3, max_bins=255):
+    parts = np.array_split(X, n_shards)
+    return merge_summaries([feature_summaries(p, max_bins) for p in parts], max_bins)
+
+
+def test_low_cardinality_features_get_exact_bins_and_midpoint_thresholds():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.integers(0, 10, 1000), rng.choice([-2.5, 0.0, 7.0], 1000)]).astype(float)
+    X[::7, 0] = np.nan
+    e = _edges(X)
+    assert e.exact.all()
+    np.testing.assert_array_equal(e.thresholds[0], np.arange(9) + 0.5)
+    np.testing.assert_array_equal(e.thresholds[1], [-1.25, 3.5])
+    assert e.has_missing.tolist() == [True, False]
+    Xb = bin_matrix(X, e)
+    assert Xb.dtype == np.uint8 and Xb.flags.c_contiguous
+    ok = ~np.isnan(X[:, 0])
+    np.testing.assert_array_equal(Xb[ok, 0], X[ok, 0].astype(int) + 1)
+    assert (Xb[~ok, 0] == 0).all()                      # NaN: bin 0
+    np.testing.assert_array_equal(Xb[:, 1], np.searchsorted([-2.5, 0.0, 7.0], X[:, 1]) + 1)
+    # A split "bin <= 3" with the node's next non-empty bin 6 sits between values 2 and 5.
+    assert e.split_threshold(0, 3, 6) == 3.5
+    assert e.split_threshold(0, 10, -1) == np.inf
+
+
+def test_high_cardinality_features_get_balanced_quantile_bins():
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.normal(size=20000), rng.exponential(size=20000) ** 3])
+    for max_bins in (255, 32):
+        e = _edges(X, n_shards=4, max_bins=max_bins)
+        assert not e.exact.any()
+        Xb = bin_matrix(X, e)
+        for j in range(2):
+            assert max_bins * 0.9 <= e.n_bins[j] <= max_bins
+            counts = np.bincount(Xb[:, j], minlength=e.n_bins[j] + 1)[1:]
+            assert counts.max() <= 2.0 * len(X) / max_bins
+            # Thresholds are consistent with the bins: bin b holds (t[b-2], t[b-1]].
+            t = e.thresholds[j]
+            b = Xb[:, j].astype(int)
+            assert (X[b <= len(t), j] <= t[b[b <= len(t)] - 1]).all()
+            assert (X[b >= 2, j] > t[b[b >= 2] - 2]).all()
+
+
+def test_merged_sketches_give_accurate_quantiles_whatever_the_sharding():
+    rng = np.random.default_rng(2)
+    X = np.column_stack([rng.normal(size=30000), rng.integers(0, 50, 30000)]).astype(float)
+    exact_cuts = None
+    for n_shards in (1, 3, 7):
+        e = _edges(X, n_shards=n_shards, max_bins=64)
+        # Exact feature: the same edges for any sharding.
+        if exact_cuts is None:
+            exact_cuts = e.thresholds[1]
+        np.testing.assert_array_equal(e.thresholds[1], exact_cuts)
+        # Quantile feature: each threshold's rank is within 0.5% of its target rank.
+        t = e.thresholds[0]
+        ranks = np.searchsorted(np.sort(X[:, 0]), t) / len(X)
+        assert np.abs(ranks - np.arange(1, len(t) + 1) / 64).max() < 0.005
+
+
+def _reference_hist(Xb, vals, w, node_of_row, n_nodes, B):
+    F, Cv = Xb.shape[1], vals.shape[1]
+    H = np.zeros((n_nodes, F, B, Cv + 1))
+    for i in range(Xb.shape[0]):
+        if w[i] == 0 or node_of_row[i] < 0:
+            continue
+        for f in range(F):
+            H[node_of_row[i], f, Xb[i, f], :Cv] += vals[i] * w[i]
+            H[node_of_row[i], f, Xb[i, f], Cv] += 1
+    return H
+
+
+def test_histogram_kernel_matches_reference_and_block_order_sum():
+    rng = np.random.default_rng(3)
+    n, F, B = 500, 4, 17
+    Xb = rng.integers(0, B, size=(n, F)).astype(np.uint8)
+    vals = rng.normal(size=(1, n, 2))
+    w = rng.poisson(1.0, size=(1, n)).astype(float)
+    pos = rng.integers(0, 3, size=(1, n)).astype(np.int32)
+    slots = np.array([[1, -1, 0]], np.int32)          # node 0 -> slot 1, node 2 -> slot 0
+    hist = np.zeros((2, F, B, 3))
+    tot = np.zeros((2, 3))
+    K.build_histograms(Xb, vals, w, pos, slots, np.array([0, n], np.int64), hist, tot)
+    node_slot = np.where(pos[0] == 0, 1, np.where(pos[0] == 2, 0, -1))
+    ref = _reference_hist(Xb, vals[0], w[0], node_slot, 2, B)
+    np.testing.assert_allclose(hist, ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(tot, ref[:, 0].sum(axis=1), rtol=1e-12)
+    # Row blocks are summed separately and added in order: the bits of a shard-ordered sum.
+    bounds = np.array([0, 120, 300, n], np.int64)
+    h2, t2 = np.zeros_like(hist), np.zeros_like(tot)
+    K.build_histograms(Xb, vals, w, pos, slots, bounds, h2, t2)
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        hp, tp = np.zeros_like(hist), np.zeros_like(tot)
+        K.build_histograms(Xb[a:b], np.ascontiguousarray(vals[:, a:b]), np.ascontiguousarray(w[:, a:b]),
+                           np.ascontiguousarray(pos[:, a:b]), slots, np.array([0, b - a], np.int64), hp, tp)
+        parts.append(hp)
+    acc = parts[0].copy()
+    for p in parts[1:]:
+        acc = acc + p
+    np.testing.assert_array_equal(h2, acc)
+
+
+def test_subtraction_leaves_empty_bins_exactly_zero():
+    rng = np.random.default_rng(4)
+    parent = rng.normal(size=(3, 5, 3))
+    child = parent * rng.uniform(0.3, 0.7, size=parent.shape)
+    parent[1, 2] = [0.1 + 0.2, 0.3, 4.0]
+    child[1, 2] = [0.3, 0.1 + 0.2, 4.0]                 # same rows: nothing left
+    d = subtract(parent, child)
+    assert (d[1, 2] == 0).all()
+    np.testing.assert_array_equal(d[0], parent[0] - child[0])
+
+
+def _brute_force_gh(x, g, h, lam, msl):
+    """Best (gain, threshold-bin, missing_left) for one binned feature by enumeration."""
+    best = (-np.inf, None, None)
+    G, H = g.sum(), h.sum()
+    score = lambda a, b: a * a / (b + lam)  # noqa: E731
+    for k in np.unique(x[x > 0]):
+        for miss_left in (False, True):
+            if miss_left and not (x == 0).any():
+                continue
+            left = (x <= k) & (x > 0) | ((x == 0) & miss_left)
+            if left.sum() < msl or (~left).sum() < msl:
+                continue
+            gain = score(g[left].sum(), h[left].sum()) + score(g[~left].sum(), h[~left].sum()) - score(G, H)
+            if gain > best[0] + 1e-9:
+                best = (gain, k, miss_left)
+    return best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_split_finder_matches_brute_force_with_missing_values(seed):
+    rng = np.random.default_rng(seed)
+    n, F, B = 300, 3, 12
+    Xb = rng.integers(1, B, size=(n, F)).astype(np.uint8)
+    Xb[rng.random((n, F)) < 0.15] = 0
+    g = rng.normal(size=n) + (Xb[:, 1] == 0) * 1.5 + (Xb[:, 2] > 6)
+    h = rng.uniform(0.5, 1.0, n)
+    vals = np.stack([g, h], 1)[None]
+    hist = np.zeros((1, F, B, 3))
+    tot = np.zeros((1, 3))
+    K.build_histograms(Xb, vals, np.ones((1, n)), np.zeros((1, n), np.int32),
+                       np.zeros((1, 1), np.int32), np.array([0, n], np.int64), hist, tot)
+    p = SplitParams("gh", reg_lambda=1.0, min_samples_leaf=10)
+    best = find_best_splits(hist, tot, p)
+    refs = [_brute_force_gh(Xb[:, f].astype(int), g, h, 1.0, 10) for f in range(F)]
+    f = int(np.argmax([r[0] for r in refs]))
+    assert best.feature[0] == f
+    np.testing.assert_allclose(best.gain[0], refs[f][0], rtol=1e-9)
+    assert best.bin[0] == refs[f][1] and bool(best.missing_left[0]) == refs[f][2]
+    # A feature mask restricts the candidates; an offset renames them.
+    mask = np.ones((1, F), bool)
+    mask[0, f] = False
+    b2 = find_best_splits(hist, tot, p, mask, feature_offset=10)
+    f2 = int(np.argmax([r[0] if i != f else -np.inf for i, r in enumerate(refs)]))
+    assert b2.feature[0] == 10 + f2
