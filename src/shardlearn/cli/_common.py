@@ -1,4 +1,5 @@
-"""Pieces shared by the commands: the model registry, ``--param`` parsing, output."""
+"""Pieces shared by the commands: the model registry, ``--param`` and ``--storage-option``
+parsing, error handling, output."""
 
 from __future__ import annotations
 
@@ -88,7 +89,30 @@ def user_errors():
     except click.ClickException:
         raise
     except (ValueError, OSError, ShardlearnRuntimeError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(cli_message(exc)) from exc
+
+
+def cli_message(exc: BaseException) -> str:
+    """The error's text, with the command-line spelling of options the library names."""
+    text = (str(exc) or type(exc).__name__).replace(
+        "Name the label column with label=...", "Name the label column with --label COL.")
+    if "storage_options" in text:
+        text += (" (On the command line, give storage options as --storage-option NAME=VALUE, "
+                 "e.g. --storage-option endpoint_url=http://host:9000 --storage-option key=KEY "
+                 "--storage-option secret=SECRET.)")
+    return text
+
+
+def parse_storage_options(pairs: tuple[str, ...]) -> dict | None:
+    """``--storage-option KEY=VALUE`` (repeatable) as a storage_options dict (None when none given)."""
+    from ..io.storage import parse_storage_options as parse
+
+    if not pairs:
+        return None
+    try:
+        return parse(pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--storage-option") from None
 
 
 def start_session(engine: str, workers: int | None, address: str | None = None):
@@ -118,6 +142,13 @@ address_option = click.option(
     "--address", default=None,
     help="Ray only: join an existing cluster (e.g. 'auto' or 'ray://head:10001') "
          "instead of starting a local one.",
+)
+storage_option = click.option(
+    "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+    help="File-system option for the storage URLs (repeatable), e.g. "
+         "endpoint_url=http://minio:9000, key=..., secret=..., "
+         "client_kwargs.region_name=eu-west-1 (dotted keys nest). Default: the standard "
+         "environment (AWS_*, ~/.aws, ...).",
 )
 progress_option = click.option(
     "--progress/--no-progress", default=None,

@@ -1,9 +1,17 @@
-"""Reading training/prediction tables and writing predictions (local files only).
+"""What the CLI knows about data locations and file formats.
 
-Everything the CLI knows about file formats lives here, so that storage URLs
-(``s3://``, ``hdfs://``, globs) can replace these readers later without touching
-the commands. Supported: ``.csv``, ``.parquet`` (``.pq``) and ``.npz`` (arrays
-``X`` and a label array, read with ``allow_pickle=False``).
+Two kinds of ``--data``:
+
+- **file datasets** (:func:`data_kind` ``"files"``): ``.csv`` / ``.parquet`` files,
+  directories and globs of them, on local paths or storage URLs (``s3://``,
+  ``gs://``, ``hdfs://``, ``file://``). They go through
+  :func:`shardlearn.data.readers.open_dataset`: the driver reads metadata only and
+  each worker reads its own shards.
+- **.npz** files (arrays ``X`` and a label array, read with ``allow_pickle=False``)
+  on local paths: read into memory here (:func:`read_table`).
+
+:func:`read_table` also reads one local csv/parquet file into memory, for
+``shardlearn predict`` writing ``.csv`` / ``.npz`` predictions.
 
 Every problem raises :class:`DataFileError` (a ``ValueError``) that names the
 file, what is wrong and how to fix it. Nothing here starts workers.
@@ -35,7 +43,7 @@ class DataFileError(ValueError):
 class Table:
     """Features (a float64 DataFrame with string column names, or a 2-D ndarray) and labels."""
 
-    path: Path
+    path: object  # a Path, or the --data text for file datasets (may be a URL)
     format: str
     X: object
     y: np.ndarray | None
@@ -61,13 +69,91 @@ def _format_of(path: Path, formats: dict, what: str) -> str:
 
 
 def _local_path(path) -> Path:
-    text = str(path)
-    if "://" in text and not text.startswith("file://"):
+    from ..io.storage import is_local, local_path
+
+    text = os.fspath(path)
+    if not is_local(text):
         raise DataFileError(
-            f"{text}: storage URLs are not supported by the command line yet; "
-            "copy the file to a local path first."
+            f"{text}: this file type is read from local paths only; copy it to a local "
+            "path first (or use Parquet/CSV, which are read from storage URLs)."
         )
-    return Path(text[len("file://"):] if text.startswith("file://") else text)
+    return Path(local_path(text))
+
+
+def data_kind(data) -> str:
+    """``"npz"`` (a local .npz file, read into memory) or ``"files"`` (csv/parquet files,
+    directories, globs and storage URLs, read by the workers). Checks names only."""
+    from ..data.readers import looks_like_files
+    from ..io.storage import has_glob, is_local
+
+    text = os.fspath(data)
+    if text.lower().endswith(".npz"):
+        if not is_local(text):
+            raise DataFileError(
+                f"data file {text}: .npz files are read from local paths only; copy it to a "
+                "local path, or convert it to Parquet (which workers read from storage)."
+            )
+        return "npz"
+    if looks_like_files(text):
+        return "files"
+    p = _local_path(text)
+    if not p.exists() and not has_glob(text):
+        raise DataFileError(f"data file {p} does not exist; check the path.")
+    input_format(p)  # raises: unsupported file type
+    return "files"
+
+
+def column_names(data, storage_options: dict | None = None) -> list[str]:
+    """The columns of the first file of a file dataset (its footer / header only)."""
+    from ..data.readers.csv import CSV_SUFFIXES, read_head
+    from ..data.readers.parquet import PARQUET_SUFFIXES, read_footer
+    from ..io.storage import expand_files
+
+    first = expand_files(data, storage_options, suffixes=PARQUET_SUFFIXES + CSV_SUFFIXES)[0]
+    if first.path.lower().endswith(PARQUET_SUFFIXES):
+        schema = read_footer(first).schema
+    else:
+        schema = read_head(first, ",").schema
+    return [c for c in schema if not c.startswith("__index_level_")]
+
+
+def require_label(data, label, storage_options: dict | None = None) -> None:
+    """Training needs ``--label``: say so, listing the columns, before anything else is read."""
+    if label is None:
+        cols = column_names(data, storage_options)
+        raise DataFileError(
+            f"{os.fspath(data)}: pass --label COLUMN to name the label column "
+            f"(columns: {_show(cols)})."
+        )
+
+
+def prediction_format(out) -> str:
+    """Format of ``shardlearn predict --out``: csv/parquet/npz locally, Parquet to storage URLs."""
+    from ..io.storage import is_local
+
+    text = os.fspath(out)
+    if is_local(text):
+        return output_format(_local_path(text))
+    if not text.lower().endswith((".parquet", ".pq")):
+        raise DataFileError(
+            f"output {text}: predictions are written to storage URLs as Parquet; end the "
+            "name in .parquet (e.g. s3://bucket/predictions/part-0.parquet)."
+        )
+    return "parquet"
+
+
+def read_dataset_table(data, label, features, storage_options: dict | None = None) -> Table:
+    """All rows of a file dataset in memory (for predictions written as csv/npz)."""
+    import pandas as pd
+
+    from ..data.readers import open_dataset
+
+    ds = open_dataset(data, label=label, features=features, storage_options=storage_options)
+    shards = [ds.load_shard(i) for i in range(ds.n_shards)]
+    names = [str(c) for c in ds.feature_names]
+    X = pd.DataFrame(np.concatenate([s.X for s in shards]), columns=names)
+    y = np.concatenate([np.asarray(s.y) for s in shards]) if label is not None else None
+    return Table(Path(os.fspath(data)), "files", X, y, label)
 
 
 def input_format(path) -> str:

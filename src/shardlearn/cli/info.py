@@ -10,8 +10,8 @@ import click
 
 from ._common import ENGINES, address_option, console, start_session, user_errors
 
-PACKAGES = ("shardlearn", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "ray",
-            "click", "rich")
+PACKAGES = ("shardlearn", "numpy", "scipy", "scikit-learn", "pandas", "pyarrow", "fsspec",
+            "s3fs", "ray", "click", "rich")
 
 
 def package_versions() -> dict[str, str]:
