@@ -8,7 +8,6 @@ started, and the caller's arrays unchanged bit for bit.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
