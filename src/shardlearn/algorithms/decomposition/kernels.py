@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.linalg.blas import dsyr, dsyrk
+
+from ._blas import syr_upper, syrk_upper
 
 #: Bytes of float64 per dense chunk: about one core's L2 cache.
 CHUNK_BYTES = 1 << 20
@@ -76,13 +77,13 @@ def centred_gram(shard, state):
         np.subtract(chunk, shift, out=B)
         s = B.mean(axis=0)
         # C += B^T B - k s s^T: the chunk's centred Gram matrix (upper triangle), in place.
-        C = dsyrk(1.0, B.T, beta=1.0, c=C, trans=0, lower=0, overwrite_c=1)
-        C = dsyr(-float(k), s, a=C, lower=0, overwrite_a=1)
+        syrk_upper(C, B)
+        syr_upper(C, s, -float(k))
         m_chunk = shift + s
         if count:
             delta = m_chunk - mean
             total = count + k
-            C = dsyr(count * k / total, delta, a=C, lower=0, overwrite_a=1)
+            syr_upper(C, delta, count * k / total)
             mean += delta * (k / total)
         else:
             mean[:] = m_chunk
