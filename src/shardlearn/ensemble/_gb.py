@@ -116,6 +116,26 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         self.max_bins = max_bins
         self.parallel = parallel
 
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, sample_weight=None, *, X_val=None, y_val=None,
+            sample_weight_val=None):
+        """Fit on X (ndarray, DataFrame, CSR or Dataset; NaN allowed) and targets y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features) or Dataset
+        y : array-like of shape (n_samples,)
+            Class labels (classifier) or numbers (regressor); omitted for a Dataset.
+        sample_weight : array-like of shape (n_samples,), default=None
+        X_val, y_val, sample_weight_val : optional
+            A validation set for early stopping (instead of ``validation_fraction``).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit_gb(X, y, sample_weight, X_val, y_val, sample_weight_val)
+
     def _fit_gb(self, X, y, sample_weight, X_val, y_val, sample_weight_val):
         if self.max_depth is None and self.max_leaves is None:
             raise ValueError("Set max_depth and/or max_leaves: trees grow level-wise and need "
@@ -236,30 +256,6 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
     _classifier = True
     _model_attributes = _BaseGB._model_attributes + ("classes_",)
 
-    def __init__(self, learning_rate=0.1, n_estimators=100, max_depth=6, max_leaves=None,
-                 min_samples_leaf=20, min_child_weight=1e-3, reg_lambda=0.0, subsample=1.0,
-                 colsample=1.0, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, tol=1e-7, random_state=None, max_bins=255,
-                 parallel="data"):
-        super().__init__(learning_rate=learning_rate, n_estimators=n_estimators,
-                         max_depth=max_depth, max_leaves=max_leaves,
-                         min_samples_leaf=min_samples_leaf, min_child_weight=min_child_weight,
-                         reg_lambda=reg_lambda, subsample=subsample, colsample=colsample,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, tol=tol, random_state=random_state,
-                         max_bins=max_bins, parallel=parallel)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
-        """Fit on X (ndarray, DataFrame, CSR or Dataset; NaN allowed) and labels y.
-
-        Returns
-        -------
-        self
-        """
-        return self._fit_gb(X, y, sample_weight, X_val, y_val, sample_weight_val)
-
     def decision_function(self, X):
         """Raw scores: (n_samples,) for two classes, else (n_samples, n_classes)."""
         raw = self._raw(X)
@@ -306,30 +302,6 @@ class GradientBoostingRegressor(RegressorMixin, _BaseGB):
     >>> GradientBoostingRegressor().fit(X, y).score(X, y) > 0.9
     True
     """
-
-    def __init__(self, learning_rate=0.1, n_estimators=100, max_depth=6, max_leaves=None,
-                 min_samples_leaf=20, min_child_weight=1e-3, reg_lambda=0.0, subsample=1.0,
-                 colsample=1.0, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, tol=1e-7, random_state=None, max_bins=255,
-                 parallel="data"):
-        super().__init__(learning_rate=learning_rate, n_estimators=n_estimators,
-                         max_depth=max_depth, max_leaves=max_leaves,
-                         min_samples_leaf=min_samples_leaf, min_child_weight=min_child_weight,
-                         reg_lambda=reg_lambda, subsample=subsample, colsample=colsample,
-                         early_stopping=early_stopping, validation_fraction=validation_fraction,
-                         n_iter_no_change=n_iter_no_change, tol=tol, random_state=random_state,
-                         max_bins=max_bins, parallel=parallel)
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, sample_weight=None, *, X_val=None, y_val=None,
-            sample_weight_val=None):
-        """Fit on X (NaN allowed) and numeric y.
-
-        Returns
-        -------
-        self
-        """
-        return self._fit_gb(X, y, sample_weight, X_val, y_val, sample_weight_val)
 
     def predict(self, X):
         return self._raw(X)[:, 0]

@@ -360,3 +360,42 @@ def map_files(fn, locations: list[FileLocation], max_threads: int = 16) -> list:
     with ThreadPoolExecutor(max_workers=min(max_threads, len(locations)),
                             thread_name_prefix="shardlearn-plan") as pool:
         return list(pool.map(fn, locations))
+
+
+class TableShardSource:
+    """``load`` / ``load_labels`` for shard sources that read their rows as an Arrow table.
+
+    A subclass provides ``_read(columns)`` and the fields ``location``, ``first_row``,
+    ``features``, ``label``, ``weight``, ``dtype`` and ``columns``; ``row_unit``
+    names its rows in messages, ``_bytes_read(table)`` what a read cost.
+    """
+
+    row_unit = "row"
+
+    def _bytes_read(self, table) -> int:
+        return table.nbytes
+
+    def _rows_named(self) -> RowNamer:
+        return RowNamer(self.location.url, self.first_row, unit=self.row_unit)
+
+    def load(self, index: int):
+        from ..shard import Shard
+
+        table = self._read(self.columns)
+        X, y, w = table_to_shard_arrays(table, list(self.features), self.label, self.weight,
+                                        np.dtype(self.dtype), self._rows_named())
+        record_read(self.location.url, "rows", table.num_rows, self.columns,
+                    self._bytes_read(table))
+        return Shard(index=index, X=X, y=y, sample_weight=w)
+
+    def load_labels(self) -> np.ndarray:
+        """Only the label column of these rows (one value per row), checked."""
+        if self.label is None:
+            raise ValueError("this data has no label column.")
+        table = self._read([self.label])
+        col = table.column(self.label)
+        y = column_to_labels(col)
+        check_labels(y, col, self.label, self._rows_named())
+        record_read(self.location.url, "labels", table.num_rows, [self.label],
+                    self._bytes_read(table))
+        return y

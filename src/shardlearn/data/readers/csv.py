@@ -27,18 +27,13 @@ from typing import ClassVar
 import numpy as np
 
 from ...io.storage import FileLocation, storage_error
-from ..shard import Shard
 from ._common import (
     FileDataError,
-    RowNamer,
-    check_labels,
+    TableShardSource,
     check_schema,
-    column_to_labels,
     default_features,
     map_files,
-    record_read,
     row_nbytes,
-    table_to_shard_arrays,
     target_rows,
 )
 
@@ -167,7 +162,7 @@ def _column_types(schema: dict, features, label, weight, label_type):
 
 
 @dataclass(frozen=True)
-class CsvByteRangeSource:
+class CsvByteRangeSource(TableShardSource):
     """Bytes ``[start, stop)`` (whole lines) of one CSV file: rebuilds one shard on a worker."""
 
     location: FileLocation
@@ -238,24 +233,10 @@ class CsvByteRangeSource:
             )
         return table
 
-    def load(self, index: int) -> Shard:
-        table = self._read(self.columns)
-        where = RowNamer(self.location.url, self.first_row, unit="data row")
-        X, y, w = table_to_shard_arrays(table, list(self.features), self.label, self.weight,
-                                        np.dtype(self.dtype), where)
-        record_read(self.location.url, "rows", table.num_rows, self.columns, self.stop - self.start)
-        return Shard(index=index, X=X, y=y, sample_weight=w)
+    row_unit = "data row"
 
-    def load_labels(self) -> np.ndarray:
-        """Only the label column of these rows (the range is parsed; other columns are skipped)."""
-        if self.label is None:
-            raise ValueError("this data has no label column.")
-        table = self._read([self.label])
-        col = table.column(self.label)
-        y = column_to_labels(col)
-        check_labels(y, col, self.label, RowNamer(self.location.url, self.first_row, unit="data row"))
-        record_read(self.location.url, "labels", table.num_rows, [self.label], self.stop - self.start)
-        return y
+    def _bytes_read(self, table) -> int:
+        return self.stop - self.start    # the byte range parsed, whatever columns were kept
 
     def describe(self) -> str:
         return (f"data rows {self.first_row}:{self.first_row + self.n_rows} (bytes "

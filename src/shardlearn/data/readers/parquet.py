@@ -21,19 +21,14 @@ import numpy as np
 
 from ...io.storage import FileLocation, StorageError, storage_error
 from ..planning import row_boundaries
-from ..shard import Shard
 from ._common import (
     FileDataError,
-    RowNamer,
-    check_labels,
+    TableShardSource,
     check_schema,
-    column_to_labels,
     default_features,
     group_rows,
     map_files,
-    record_read,
     row_nbytes,
-    table_to_shard_arrays,
     target_rows,
 )
 
@@ -100,7 +95,7 @@ def read_footer(loc: FileLocation) -> ParquetFooter:
 
 
 @dataclass(frozen=True)
-class ParquetRowGroupSource:
+class ParquetRowGroupSource(TableShardSource):
     """Row groups ``[rg_start, rg_stop)`` of one Parquet file: rebuilds one shard on a worker.
 
     Small and picklable (a URL, a range, column names and storage options);
@@ -158,25 +153,6 @@ class ParquetRowGroupSource:
         finally:
             if handle is not None:
                 handle.close()
-
-    def load(self, index: int) -> Shard:
-        table = self._read(self.columns)
-        where = RowNamer(self.location.url, self.first_row)
-        X, y, w = table_to_shard_arrays(table, list(self.features), self.label, self.weight,
-                                        np.dtype(self.dtype), where)
-        record_read(self.location.url, "rows", table.num_rows, self.columns, table.nbytes)
-        return Shard(index=index, X=X, y=y, sample_weight=w)
-
-    def load_labels(self) -> np.ndarray:
-        """Only the label column of these rows (one value per row), checked."""
-        if self.label is None:
-            raise ValueError("this data has no label column.")
-        table = self._read([self.label])
-        col = table.column(self.label)
-        y = column_to_labels(col)
-        check_labels(y, col, self.label, RowNamer(self.location.url, self.first_row))
-        record_read(self.location.url, "labels", table.num_rows, [self.label], table.nbytes)
-        return y
 
     def describe(self) -> str:
         return (f"rows {self.first_row}:{self.first_row + self.n_rows} (row groups "
