@@ -399,3 +399,21 @@ class TableShardSource:
         record_read(self.location.url, "labels", table.num_rows, [self.label],
                     self._bytes_read(table))
         return y
+
+
+def resolve_features(described, features, label, weight):
+    """The feature columns, checked in every file against the first one.
+
+    ``described``: objects with ``location`` and ``schema`` (Parquet footers, CSV
+    heads). ``features=None`` takes every column but the label and weight.
+    """
+    ref = described[0]
+    all_columns = features is None
+    if all_columns:
+        features = default_features(list(ref.schema), label, weight)
+        if not features:
+            raise FileDataError(f"{ref.location.url} has no feature columns besides the label/weight.")
+    for item in described:
+        check_schema(item.location.url, item.schema, ref.location.url, ref.schema,
+                     features=features, label=label, weight=weight, all_columns=all_columns)
+    return features

@@ -30,9 +30,8 @@ from ...io.storage import FileLocation, storage_error
 from ._common import (
     FileDataError,
     TableShardSource,
-    check_schema,
-    default_features,
     map_files,
+    resolve_features,
     row_nbytes,
     target_rows,
 )
@@ -266,15 +265,7 @@ def plan_csv(locations: list[FileLocation], *, features, label, weight, dtype, s
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise ValueError(f"delimiter must be one character, got {delimiter!r}.")
     heads = map_files(lambda loc: read_head(loc, delimiter), locations)
-    ref = heads[0]
-    all_columns = features is None
-    if all_columns:
-        features = default_features(list(ref.schema), label, weight)
-        if not features:
-            raise FileDataError(f"{ref.location.url} has no feature columns besides the label/weight.")
-    for h in heads:
-        check_schema(h.location.url, h.schema, ref.location.url, ref.schema, features=features,
-                     label=label, weight=weight, all_columns=all_columns)
+    features = resolve_features(heads, features, label, weight)
     label_type = _unify_label_type(heads, label) if label is not None else None
     bool_columns = tuple(c for c in features if all(pa.types.is_boolean(h.schema[c]) for h in heads))
     per_row = row_nbytes(len(features), np.dtype(dtype).itemsize, label is not None, weight is not None)

@@ -24,10 +24,9 @@ from ..planning import row_boundaries
 from ._common import (
     FileDataError,
     TableShardSource,
-    check_schema,
-    default_features,
     group_rows,
     map_files,
+    resolve_features,
     row_nbytes,
     target_rows,
 )
@@ -166,15 +165,7 @@ def plan_parquet(locations: list[FileLocation], *, features, label, weight, dtyp
     Returns ``(sources, features)``.
     """
     footers = map_files(read_footer, locations)
-    ref = footers[0]
-    all_columns = features is None
-    if all_columns:
-        features = default_features(list(ref.schema), label, weight)
-        if not features:
-            raise FileDataError(f"{ref.location.url} has no feature columns besides the label/weight.")
-    for ft in footers:
-        check_schema(ft.location.url, ft.schema, ref.location.url, ref.schema, features=features,
-                     label=label, weight=weight, all_columns=all_columns)
+    features = resolve_features(footers, features, label, weight)
     per_row = row_nbytes(len(features), np.dtype(dtype).itemsize, label is not None, weight is not None)
     rows_target = target_rows(shard_rows, shard_bytes, per_row)
     sources = []
