@@ -7,6 +7,7 @@ import pytest
 
 from shardlearn.algorithms.tree import _kernels as K
 from shardlearn.algorithms.tree.binning import bin_matrix, feature_summaries, merge_summaries
+from shardlearn.algorithms.tree.exact import grid, snap
 from shardlearn.algorithms.tree.splitting import SplitParams, find_best_splits, subtract
 
 
@@ -81,7 +82,7 @@ def _reference_hist(Xb, vals, w, node_of_row, n_nodes, B):
     return H
 
 
-def test_histogram_kernel_matches_reference_and_block_order_sum():
+def test_histogram_kernel_matches_reference_and_grid_sums_are_exact():
     rng = np.random.default_rng(3)
     n, F, B = 500, 4, 17
     Xb = rng.integers(0, B, size=(n, F)).astype(np.uint8)
@@ -91,25 +92,32 @@ def test_histogram_kernel_matches_reference_and_block_order_sum():
     slots = np.array([[1, -1, 0]], np.int32)          # node 0 -> slot 1, node 2 -> slot 0
     hist = np.zeros((2, F, B, 3))
     tot = np.zeros((2, 3))
-    K.build_histograms(Xb, vals, w, pos, slots, np.array([0, n], np.int64), hist, tot)
+    K.build_histograms(Xb, vals, w, pos, slots, hist, tot)
     node_slot = np.where(pos[0] == 0, 1, np.where(pos[0] == 2, 0, -1))
     ref = _reference_hist(Xb, vals[0], w[0], node_slot, 2, B)
     np.testing.assert_allclose(hist, ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(tot, ref[:, 0].sum(axis=1), rtol=1e-12)
-    # Row blocks are summed separately and added in order: the bits of a shard-ordered sum.
-    bounds = np.array([0, 120, 300, n], np.int64)
-    h2, t2 = np.zeros_like(hist), np.zeros_like(tot)
-    K.build_histograms(Xb, vals, w, pos, slots, bounds, h2, t2)
+    # Values on the fit's grid: row blocks summed separately, then added in any order,
+    # give the bits of the one-pass histogram (what lets workers fold their shards).
+    q = grid(np.abs(vals).max() * w.max(), n)
+    vals = snap(vals, q)
+    h1, t1 = np.zeros_like(hist), np.zeros_like(tot)
+    K.build_histograms(Xb, vals, w, pos, slots, h1, t1)
+    bounds = [0, 120, 300, n]
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         hp, tp = np.zeros_like(hist), np.zeros_like(tot)
-        K.build_histograms(Xb[a:b], np.ascontiguousarray(vals[:, a:b]), np.ascontiguousarray(w[:, a:b]),
-                           np.ascontiguousarray(pos[:, a:b]), slots, np.array([0, b - a], np.int64), hp, tp)
-        parts.append(hp)
-    acc = parts[0].copy()
-    for p in parts[1:]:
-        acc = acc + p
-    np.testing.assert_array_equal(h2, acc)
+        K.build_histograms(Xb[a:b], np.ascontiguousarray(vals[:, a:b]),
+                           np.ascontiguousarray(w[:, a:b]), np.ascontiguousarray(pos[:, a:b]),
+                           slots, hp, tp)
+        parts.append((hp, tp))
+    for order in ([2, 0, 1], [1, 2, 0]):
+        acc, acc_t = parts[order[0]][0].copy(), parts[order[0]][1].copy()
+        for k in order[1:]:
+            acc += parts[k][0]
+            acc_t += parts[k][1]
+        np.testing.assert_array_equal(acc, h1)
+        np.testing.assert_array_equal(acc_t, t1)
 
 
 def test_subtraction_leaves_empty_bins_exactly_zero():
@@ -153,7 +161,7 @@ def test_split_finder_matches_brute_force_with_missing_values(seed):
     hist = np.zeros((1, F, B, 3))
     tot = np.zeros((1, 3))
     K.build_histograms(Xb, vals, np.ones((1, n)), np.zeros((1, n), np.int32),
-                       np.zeros((1, 1), np.int32), np.array([0, n], np.int64), hist, tot)
+                       np.zeros((1, 1), np.int32), hist, tot)
     p = SplitParams("gh", reg_lambda=1.0, min_samples_leaf=10)
     best = find_best_splits(hist, tot, p)
     refs = [_brute_force_gh(Xb[:, f].astype(int), g, h, 1.0, 10) for f in range(F)]

@@ -55,9 +55,11 @@ def _integer_data(seed, n=3000, d=6, classes=False):
         y = logits.argmax(1)
     else:
         y = np.sin(X[:, 0] / 25) + X[:, 1] / 200 + 0.2 * rng.normal(size=n)
-    # Continuous weights make exact gain ties between different splits (which
-    # scikit-learn breaks by a random feature order) practically impossible.
-    sw = rng.uniform(0.5, 1.5, n)
+    # Finely spread weights make exact gain ties between different splits (which
+    # scikit-learn breaks by a random feature order) practically impossible. They are
+    # multiples of 2**-20, so our exact-sum grid (algorithms/tree/exact.py, a step of
+    # 2**-39 here) holds them unrounded and both libraries add the same numbers.
+    sw = np.round(rng.uniform(0.5, 1.5, n) * 2.0 ** 20) / 2.0 ** 20
     return X, y, sw, Xt
 
 

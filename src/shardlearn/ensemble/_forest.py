@@ -11,7 +11,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_forest
-from ..tree._base import COMMON_CONSTRAINTS, TREE_CONSTRAINTS, HistTreeMixin, resolve_max_features
+from ..tree._base import (
+    CATEGORICAL_DOC,
+    COMMON_CONSTRAINTS,
+    TREE_CONSTRAINTS,
+    HistTreeMixin,
+    resolve_max_features,
+)
 
 _DOC = """
     Parameters
@@ -35,7 +41,7 @@ _DOC = """
         Trees grown together in the same passes over the data (default: up to 64).
     random_state : int, RandomState or None, default=None
     max_bins : int, default=255
-    parallel : {"data", "feature"}, default="data"
+    parallel : {"data", "feature"}, default="data\"""" + CATEGORICAL_DOC + """
 
     Attributes
     ----------
@@ -43,6 +49,8 @@ _DOC = """
         Every tree as flat node arrays.
     feature_importances_ : ndarray of shape (n_features,)
         Mean over trees of each tree's normalised impurity decrease per feature.
+    is_categorical_ : ndarray of bool of shape (n_features,)
+        Which features were split as categories.
     oob_score_ : float
     oob_decision_function_ / oob_prediction_ : ndarray
     fit_report_ : FitReport
@@ -50,12 +58,13 @@ _DOC = """
 
 
 class _BaseForest(HistTreeMixin, BaseEstimator):
-    _model_attributes = ("forest_", "feature_importances_", "max_features_")
+    _model_attributes = ("forest_", "feature_importances_", "max_features_", "is_categorical_")
     _classifier = False
 
     def __init__(self, *, n_estimators, criterion, max_depth, min_samples_split,
                  min_samples_leaf, min_impurity_decrease, max_features, max_leaf_nodes,
-                 bootstrap, oob_score, trees_per_pass, random_state, max_bins, parallel):
+                 bootstrap, oob_score, trees_per_pass, random_state, max_bins, parallel,
+                 categorical_features=None):
         self.n_estimators = n_estimators
         self.criterion = criterion
         self.max_depth = max_depth
@@ -70,11 +79,13 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
         self.random_state = random_state
         self.max_bins = max_bins
         self.parallel = parallel
+        self.categorical_features = categorical_features
 
     def _fit_forest(self, X, y, sample_weight):
         if self.oob_score and not self.bootstrap:
             raise ValueError("Out of bag estimation only available if bootstrap=True.")
         dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        cat = self._categorical_for_fit(dataset)
         mf = resolve_max_features(self.max_features, dataset.n_features)
         crit = "entropy" if self.criterion == "log_loss" else self.criterion
         fit = fit_forest(
@@ -85,13 +96,15 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
             min_impurity_decrease=self.min_impurity_decrease, max_features=mf,
             max_leaf_nodes=self.max_leaf_nodes, seed=self._seed(), max_bins=self.max_bins,
             parallel=self.parallel, oob_score=self.oob_score,
-            trees_per_pass=self.trees_per_pass, estimator=type(self).__name__)
+            trees_per_pass=self.trees_per_pass, estimator=type(self).__name__,
+            categorical=cat if cat.any() else None)
         if classes is not None:
             self.classes_ = classes
             self.n_classes_ = len(classes)
         self.forest_ = fit.forest
         self.max_features_ = mf or dataset.n_features
         self.feature_importances_ = M.feature_importances(fit.forest, dataset.n_features)
+        self.is_categorical_ = cat
         self.fit_report_ = fit.report
         if self.oob_score:
             self._set_oob(dataset, classes, *fit.oob)
@@ -135,13 +148,14 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     def __init__(self, n_estimators=100, criterion="gini", max_depth=None, min_samples_split=2,
                  min_samples_leaf=1, min_impurity_decrease=0.0, max_features="sqrt",
                  max_leaf_nodes=None, bootstrap=True, oob_score=False, trees_per_pass=None,
-                 random_state=None, max_bins=255, parallel="data"):
+                 random_state=None, max_bins=255, parallel="data", categorical_features=None):
         super().__init__(n_estimators=n_estimators, criterion=criterion, max_depth=max_depth,
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          min_impurity_decrease=min_impurity_decrease, max_features=max_features,
                          max_leaf_nodes=max_leaf_nodes, bootstrap=bootstrap, oob_score=oob_score,
                          trees_per_pass=trees_per_pass, random_state=random_state,
-                         max_bins=max_bins, parallel=parallel)
+                         max_bins=max_bins, parallel=parallel,
+                         categorical_features=categorical_features)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
@@ -200,13 +214,15 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
     def __init__(self, n_estimators=100, criterion="squared_error", max_depth=None,
                  min_samples_split=2, min_samples_leaf=1, min_impurity_decrease=0.0,
                  max_features=1.0, max_leaf_nodes=None, bootstrap=True, oob_score=False,
-                 trees_per_pass=None, random_state=None, max_bins=255, parallel="data"):
+                 trees_per_pass=None, random_state=None, max_bins=255, parallel="data",
+                 categorical_features=None):
         super().__init__(n_estimators=n_estimators, criterion=criterion, max_depth=max_depth,
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          min_impurity_decrease=min_impurity_decrease, max_features=max_features,
                          max_leaf_nodes=max_leaf_nodes, bootstrap=bootstrap, oob_score=oob_score,
                          trees_per_pass=trees_per_pass, random_state=random_state,
-                         max_bins=max_bins, parallel=parallel)
+                         max_bins=max_bins, parallel=parallel,
+                         categorical_features=categorical_features)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):

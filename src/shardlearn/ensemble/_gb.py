@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval
 from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_boosting
 from ..data.validation import check_features, check_finite, check_sample_weight, check_target
-from ..tree._base import COMMON_CONSTRAINTS, HistTreeMixin
+from ..tree._base import CATEGORICAL_DOC, COMMON_CONSTRAINTS, HistTreeMixin
 
 _CONSTRAINTS: dict = {
     "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
@@ -68,7 +68,7 @@ _DOC = """
         Row shards with histograms summed on the coordinator, or column blocks
         holding every row, each worker proposing the best split among its
         features (the winner's row partition is broadcast as a bitmask).
-        Both give the same model.
+        Both give the same model.""" + CATEGORICAL_DOC + """
 
     Attributes
     ----------
@@ -84,6 +84,8 @@ _DOC = """
         Validation loss after each round (empty without early stopping / X_val).
     feature_importances_ : ndarray of shape (n_features,)
         Normalised total split gain per feature.
+    is_categorical_ : ndarray of bool of shape (n_features,)
+        Which features were split as categories.
     fit_report_ : FitReport
 """
 
@@ -91,14 +93,15 @@ _DOC = """
 class _BaseGB(HistTreeMixin, BaseEstimator):
     _parameter_constraints: dict = _CONSTRAINTS
     _model_attributes = ("forest_", "baseline_", "n_iter_", "n_trees_per_iteration_",
-                         "train_score_", "validation_score_", "feature_importances_")
+                         "train_score_", "validation_score_", "feature_importances_",
+                         "is_categorical_")
     _classifier = False
 
     def __init__(self, *, learning_rate=0.1, n_estimators=100, max_depth=6, max_leaves=None,
                  min_samples_leaf=20, min_child_weight=1e-3, reg_lambda=0.0, subsample=1.0,
                  colsample=1.0, early_stopping=False, validation_fraction=0.1,
                  n_iter_no_change=10, tol=1e-7, random_state=None, max_bins=255,
-                 parallel="data"):
+                 parallel="data", categorical_features=None):
         self.learning_rate = learning_rate
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -115,6 +118,7 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         self.random_state = random_state
         self.max_bins = max_bins
         self.parallel = parallel
+        self.categorical_features = categorical_features
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None, *, X_val=None, y_val=None,
@@ -143,6 +147,7 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
         dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        cat = self._categorical_for_fit(dataset)
         val = None
         if X_val is not None:
             Xv = check_features(X_val, name="X_val")
@@ -173,7 +178,7 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
             max_bins=self.max_bins, early_stopping=self.early_stopping,
             validation_fraction=self.validation_fraction, n_iter_no_change=self.n_iter_no_change,
             tol=self.tol, validation_data=val, seed=self._seed(), parallel=self.parallel,
-            estimator=type(self).__name__)
+            estimator=type(self).__name__, categorical=cat if cat.any() else None)
         if classes is not None:
             self.classes_ = classes
             self.n_classes_ = len(classes)
@@ -185,6 +190,7 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         self.validation_score_ = np.asarray(fit.validation_score)
         self.feature_importances_ = M.feature_importances(fit.forest, dataset.n_features,
                                                           per_tree_normalise=False)
+        self.is_categorical_ = cat
         self.fit_report_ = fit.report
         return self
 
@@ -193,6 +199,10 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
 
         Predictions agree with this model's except for feature values within
         float32 rounding of a split threshold (XGBoost compares in float32).
+        Categorical splits become XGBoost categorical splits (``split_type`` 1,
+        categories below 2**24): they agree on integer categories, unseen ones,
+        negative values and NaN; a non-integer value in a categorical column is
+        missing here but truncated to an integer category by XGBoost.
 
         Parameters
         ----------

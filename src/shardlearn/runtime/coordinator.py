@@ -27,6 +27,16 @@ BROADCAST_THRESHOLD_BYTES = 64 * 1024
 _step_counter = itertools.count()
 
 
+class _FoldReplay:
+    """A fold kernel replayed shard by shard to rebuild state (its result is not used)."""
+
+    def __init__(self, kernel: Callable):
+        self.kernel = kernel
+
+    def __call__(self, shard, state, *args):
+        return self.kernel(shard, state, None, *args)
+
+
 def steps_started() -> int:
     """How many worker steps (data loads included) any Coordinator has started.
 
@@ -173,7 +183,7 @@ class Coordinator:
         return Broadcast(self.engine.put(value), payload_nbytes(value))
 
     def map(self, kernel: Callable, *args, step: str | None = None,
-            restore: bool | str = False) -> list:
+            restore: bool | str = False, fold: bool = False) -> list:
         """``[kernel(shard, state, *args) for shard in shards]``, run where each shard lives.
 
         Results come back in shard order whatever order workers finish in. A worker
@@ -187,6 +197,12 @@ class Coordinator:
             Mark a step that builds per-shard state another step reads later.
             ``True``: replay every such call on a replacement worker, in order.
             ``"latest"``: replay only the most recent call of this step name.
+        fold : bool, default=False
+            ``kernel(shard, state, acc, *args)`` folds the shards of each worker
+            (``acc`` is None for its first shard, then the previous return value);
+            the call returns one value per worker holding shards, in worker order.
+            Only for folds whose result does not depend on how shards are grouped
+            (exact integer-valued sums): otherwise it would depend on the placement.
         """
         if not self._open:
             raise RuntimeError("Coordinator is not open; use it as a context manager.")
@@ -202,10 +218,12 @@ class Coordinator:
             arg_bytes += nb
             call_args.append(self.engine.put(a) if nb > BROADCAST_THRESHOLD_BYTES else a)
         results: list = [None] * self.dataset.n_shards
+        by_worker: dict = {}
         todo = [w for w, ids in enumerate(self.placement) if ids]
+        method = "run_fold" if fold else "run"
         while todo:
             t0 = time.perf_counter()
-            pending = [self.engine.submit(w, "run", self.key, name, kernel, self.placement[w],
+            pending = [self.engine.submit(w, method, self.key, name, kernel, self.placement[w],
                                           *call_args) for w in todo]
             done = self.engine.gather(pending, timeout=self.timeouts.timeout(name))
             t_end = time.perf_counter()
@@ -215,6 +233,8 @@ class Coordinator:
                 if c.error is not None:
                     continue
                 values, times, _ = c.value
+                if fold:
+                    by_worker[c.worker] = values[0]
                 for i, v in zip(self.placement[c.worker], values):
                     results[i] = v
                 round_trip = c.done_at - t0
@@ -233,8 +253,11 @@ class Coordinator:
                 self._handle_loss(w, name, cause, detect_s=t_end - t0)
                 todo.append(w)
         if restore:
-            self._remember(name, kernel, tuple(call_args), "latest" if restore == "latest" else "all")
+            self._remember(name, _FoldReplay(kernel) if fold else kernel, tuple(call_args),
+                           "latest" if restore == "latest" else "all")
         self._maybe_rebalance()
+        if fold:
+            return [by_worker[w] for w in sorted(by_worker)]
         return results
 
     def reduce(self, kernel: Callable, *args, combine: Callable | None = None,

@@ -71,6 +71,21 @@ class WorkerCore:
             times.append(time.perf_counter() - t)
         return results, times, time.perf_counter() - t0
 
+    def run_fold(self, key: str, step: str, kernel: Callable, shard_ids: list[int], *args):
+        """``acc = kernel(shard, state, acc, *args)`` over the listed shards (``acc`` starts
+        as None); one value, the last ``acc``, leaves the worker.
+
+        Only for folds whose result does not depend on how shards are grouped
+        (exact sums), so the answer is the same whichever worker holds which shards.
+        """
+        acc = [None]
+
+        def one(shard, state, *a):
+            acc[0] = kernel(shard, state, acc[0], *a)
+
+        _, times, elapsed = self.run(key, step, one, shard_ids, *args)
+        return [acc[0]], times, elapsed
+
     def drop_shards(self, key: str, shard_ids: list[int]) -> None:
         """Forget some shards of a fit (they moved to another worker)."""
         for i in shard_ids:

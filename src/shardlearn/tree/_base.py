@@ -11,15 +11,38 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..algorithms.tree import model as M
+from ..algorithms.tree.binning import check_categorical_values
 from ..base import DistributedEstimatorMixin
 from ..data import Dataset
+from ..data.shard import ArraySliceSource
 from ..data.validation import as_numeric_target, check_classification_target
 
 COMMON_CONSTRAINTS: dict = {
     "max_bins": [Interval(Integral, 2, 255, closed="both")],
     "parallel": [StrOptions({"data", "feature"})],
     "random_state": ["random_state"],
+    "categorical_features": ["array-like", None],
 }
+
+#: numpydoc of the ``categorical_features`` parameter (shared by every estimator).
+CATEGORICAL_DOC = """
+    categorical_features : array-like of int, of bool or of str, default=None
+        Features to split natively as categories: column indices, a boolean mask
+        of length ``n_features``, or column names (when fitting on a pandas
+        DataFrame or a Dataset with feature names). Values of a categorical
+        column must be non-negative integers (e.g. from
+        ``sklearn.preprocessing.OrdinalEncoder``), NaN meaning missing; at most
+        ``max_bins`` distinct categories per column. Each category gets its own
+        bin; a node splits a categorical feature into a set of categories going
+        left and the rest going right: the categories present in the node are
+        ordered by their statistic (mean target, class-1 fraction, each class's
+        fraction with more than two classes, or ``G / (H + reg_lambda)`` for
+        boosting) and the best prefix of that order is kept (Fisher 1958). Missing
+        values go to the child learned for them (the larger child if the node saw
+        none), and so do, at prediction time, categories the node did not see in
+        training and values that are negative or not integers: they are treated
+        as missing, never an error (scikit-learn's HistGradientBoosting treats
+        unknown categories as missing too). ``is_categorical_`` records the mask."""
 
 TREE_CONSTRAINTS: dict = {
     "max_depth": [Interval(Integral, 1, None, closed="left"), None],
@@ -67,6 +90,78 @@ class HistTreeMixin(DistributedEstimatorMixin):
                     f"{type(self).__name__} needs numeric targets; y has dtype {labels.dtype}."
                 ) from None
         return dataset, None
+
+    def _categorical_for_fit(self, dataset: Dataset):
+        """Resolve and check ``categorical_features`` (before any work).
+
+        Returns the bool mask over features (all False when none is categorical).
+        In-memory input is checked here on the driver (values must be NaN or
+        non-negative integers, at most ``max_bins`` categories per column); data
+        read from storage is checked by the workers when they summarise it.
+        """
+        mask = self._categorical_mask(dataset.n_features)
+        if not mask.any():
+            return mask
+        sources = [info.source for info in dataset.shards]
+        if all(isinstance(s, ArraySliceSource) for s in sources) and all(
+                s.X is sources[0].X for s in sources):
+            a, b = sources[0].start, sources[-1].stop
+            check_categorical_values(sources[0].X[a:b], mask, self.max_bins,
+                                     boundaries=dataset.boundaries)
+        return mask
+
+    def _categorical_mask(self, n_features: int) -> np.ndarray:
+        cf = self.categorical_features
+        mask = np.zeros(n_features, bool)
+        if cf is None:
+            return mask
+        arr = np.asarray(cf)
+        if arr.ndim != 1:
+            raise ValueError(
+                f"categorical_features must be 1-D (column indices, a boolean mask or column "
+                f"names), got an array of shape {arr.shape}.")
+        if arr.size == 0:
+            return mask
+        if arr.dtype.kind == "b":
+            if arr.size != n_features:
+                raise ValueError(
+                    f"categorical_features is a boolean mask of length {arr.size}, but X has "
+                    f"{n_features} features; pass a mask of length {n_features} or a list of "
+                    "column indices.")
+            return arr.astype(bool)
+        if arr.dtype.kind in "iu":
+            idx = arr.astype(np.int64)
+            out = idx[(idx < 0) | (idx >= n_features)]
+            if out.size:
+                raise ValueError(
+                    f"categorical_features has index {int(out[0])}, out of range: X has "
+                    f"{n_features} features (valid indices 0..{n_features - 1}).")
+        elif arr.dtype.kind in "OUS" and all(isinstance(v, str) for v in arr):
+            names = getattr(self, "feature_names_in_", None)
+            if names is None:
+                raise ValueError(
+                    "categorical_features names columns, but X has no feature names; fit on a "
+                    "pandas DataFrame with string column names, or pass column indices or a "
+                    "boolean mask.")
+            pos = {str(n): i for i, n in enumerate(names)}
+            unknown = [str(v) for v in arr if str(v) not in pos]
+            if unknown:
+                raise ValueError(
+                    f"categorical_features names {unknown[:5]} that are not columns of X "
+                    f"(columns: {[str(n) for n in names][:10]}...).")
+            idx = np.array([pos[str(v)] for v in arr], np.int64)
+        else:
+            raise ValueError(
+                "categorical_features must hold integer column indices, a boolean mask or "
+                f"column names (str); got values of dtype {arr.dtype}.")
+        uniq, counts = np.unique(idx, return_counts=True)
+        if (counts > 1).any():
+            dup = uniq[counts > 1][0]
+            raise ValueError(
+                f"categorical_features lists column {cf[int(np.flatnonzero(idx == dup)[0])]!r} "
+                "more than once; list each categorical column once.")
+        mask[idx] = True
+        return mask
 
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))

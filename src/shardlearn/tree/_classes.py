@@ -8,7 +8,13 @@ from sklearn.utils._param_validation import StrOptions
 
 from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_forest
-from ._base import COMMON_CONSTRAINTS, TREE_CONSTRAINTS, HistTreeMixin, resolve_max_features
+from ._base import (
+    CATEGORICAL_DOC,
+    COMMON_CONSTRAINTS,
+    TREE_CONSTRAINTS,
+    HistTreeMixin,
+    resolve_max_features,
+)
 
 _DOC_PARAMS = """
     max_depth : int, default=None
@@ -33,16 +39,16 @@ _DOC_PARAMS = """
         ``"data"``: shards are row blocks, histograms are summed on the
         coordinator. ``"feature"``: shards are column blocks of the binned matrix
         holding every row; each worker finds the best split among its features and
-        the winner sends the row partition as a bitmask. Same tree either way."""
+        the winner sends the row partition as a bitmask. Same tree either way.""" + CATEGORICAL_DOC
 
 
 class _BaseDecisionTree(HistTreeMixin, BaseEstimator):
-    _model_attributes = ("forest_", "feature_importances_", "max_features_")
+    _model_attributes = ("forest_", "feature_importances_", "max_features_", "is_categorical_")
     _classifier = False
 
     def __init__(self, *, criterion, max_depth=None, min_samples_split=2, min_samples_leaf=1,
                  min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None,
-                 random_state=None, max_bins=255, parallel="data"):
+                 random_state=None, max_bins=255, parallel="data", categorical_features=None):
         self.criterion = criterion
         self.max_depth = max_depth
         self.min_samples_split = min_samples_split
@@ -53,9 +59,11 @@ class _BaseDecisionTree(HistTreeMixin, BaseEstimator):
         self.random_state = random_state
         self.max_bins = max_bins
         self.parallel = parallel
+        self.categorical_features = categorical_features
 
     def _fit_tree(self, X, y, sample_weight):
         dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        cat = self._categorical_for_fit(dataset)
         mf = resolve_max_features(self.max_features, dataset.n_features)
         fit = fit_forest(
             dataset, task="class" if self._classifier else "regression", classes=classes,
@@ -64,13 +72,15 @@ class _BaseDecisionTree(HistTreeMixin, BaseEstimator):
             min_samples_leaf=self.min_samples_leaf,
             min_impurity_decrease=self.min_impurity_decrease, max_features=mf,
             max_leaf_nodes=self.max_leaf_nodes, seed=self._seed(), max_bins=self.max_bins,
-            parallel=self.parallel, estimator=type(self).__name__)
+            parallel=self.parallel, estimator=type(self).__name__,
+            categorical=cat if cat.any() else None)
         if classes is not None:
             self.classes_ = classes
             self.n_classes_ = len(classes)
         self.forest_ = fit.forest
         self.max_features_ = mf or dataset.n_features
         self.feature_importances_ = M.feature_importances(fit.forest, dataset.n_features)
+        self.is_categorical_ = cat
         self.fit_report_ = fit.report
         return self
 
@@ -104,9 +114,12 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
     classes_ : ndarray of shape (n_classes,)
     forest_ : dict of ndarray
         The tree as flat node arrays (``feature``, ``threshold``, ``missing_left``,
-        ``left``, ``right``, ``value``, ...); saved without pickle.
+        ``left``, ``right``, ``value``, ...; ``cat_size``/``cat_values``: the
+        category sets of categorical splits); saved without pickle.
     feature_importances_ : ndarray of shape (n_features,)
         Normalised total impurity decrease per feature.
+    is_categorical_ : ndarray of bool of shape (n_features,)
+        Which features were split as categories.
     fit_report_ : FitReport
 
     Examples
@@ -126,12 +139,13 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
 
     def __init__(self, criterion="gini", max_depth=None, min_samples_split=2, min_samples_leaf=1,
                  min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None,
-                 random_state=None, max_bins=255, parallel="data"):
+                 random_state=None, max_bins=255, parallel="data", categorical_features=None):
         super().__init__(criterion=criterion, max_depth=max_depth,
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          min_impurity_decrease=min_impurity_decrease, max_features=max_features,
                          max_leaf_nodes=max_leaf_nodes, random_state=random_state,
-                         max_bins=max_bins, parallel=parallel)
+                         max_bins=max_bins, parallel=parallel,
+                         categorical_features=categorical_features)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
@@ -174,6 +188,8 @@ class DecisionTreeRegressor(RegressorMixin, _BaseDecisionTree):
     ----------
     forest_ : dict of ndarray
     feature_importances_ : ndarray of shape (n_features,)
+    is_categorical_ : ndarray of bool of shape (n_features,)
+        Which features were split as categories.
     fit_report_ : FitReport
 
     Examples
@@ -192,12 +208,14 @@ class DecisionTreeRegressor(RegressorMixin, _BaseDecisionTree):
 
     def __init__(self, criterion="squared_error", max_depth=None, min_samples_split=2,
                  min_samples_leaf=1, min_impurity_decrease=0.0, max_features=None,
-                 max_leaf_nodes=None, random_state=None, max_bins=255, parallel="data"):
+                 max_leaf_nodes=None, random_state=None, max_bins=255, parallel="data",
+                 categorical_features=None):
         super().__init__(criterion=criterion, max_depth=max_depth,
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          min_impurity_decrease=min_impurity_decrease, max_features=max_features,
                          max_leaf_nodes=max_leaf_nodes, random_state=random_state,
-                         max_bins=max_bins, parallel=parallel)
+                         max_bins=max_bins, parallel=parallel,
+                         categorical_features=categorical_features)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):

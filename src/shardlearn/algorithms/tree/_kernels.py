@@ -22,94 +22,117 @@ from numba import njit
 
 
 @njit(nogil=True, cache=True)
-def _accumulate(Xb, vals, w, pos, slot, a, b, hist, totals):
-    n_trees = pos.shape[0]
+def _accumulate(Xb, vals, w, pos, slot, hist, totals):
+    n_trees, n = pos.shape
     n_feat = Xb.shape[1]
     cv = vals.shape[2]
     tv = vals.shape[0]
     tw = w.shape[0]
     S, F, B, C = hist.shape
-    flat = hist.reshape(S, F * B * C)
+    flat = hist.reshape(S * F * B * C)
+    node_len = F * B * C
     rowv = np.empty(C)
     for t in range(n_trees):
         vt = t if tv > 1 else 0
         wt = t if tw > 1 else 0
-        for i in range(a, b):
-            s = slot[t, pos[t, i]]
+        slot_t = slot[t]
+        pos_t = pos[t]
+        w_t = w[wt]
+        vals_t = vals[vt]
+        for i in range(n):
+            s = slot_t[pos_t[i]]
             if s < 0:
                 continue
-            wi = w[wt, i]
+            wi = w_t[i]
             if wi == 0.0:
                 continue
-            for c in range(cv):
-                rowv[c] = vals[vt, i, c] * wi
-            rowv[cv] = 1.0
-            for c in range(C):
-                totals[s, c] += rowv[c]
-            h = flat[s]
+            base = s * node_len
+            xi = Xb[i]
             if C == 3:
-                g0 = rowv[0]
-                g1 = rowv[1]
+                g0 = vals_t[i, 0] * wi
+                g1 = vals_t[i, 1] * wi
+                totals[s, 0] += g0
+                totals[s, 1] += g1
+                totals[s, 2] += 1.0
                 for f in range(n_feat):
-                    o = (f * B + Xb[i, f]) * 3
-                    h[o] += g0
-                    h[o + 1] += g1
-                    h[o + 2] += 1.0
+                    o = base + (f * B + xi[f]) * 3
+                    flat[o] += g0
+                    flat[o + 1] += g1
+                    flat[o + 2] += 1.0
             else:
+                for c in range(cv):
+                    rowv[c] = vals_t[i, c] * wi
+                rowv[cv] = 1.0
+                for c in range(C):
+                    totals[s, c] += rowv[c]
                 for f in range(n_feat):
-                    o = (f * B + Xb[i, f]) * C
+                    o = base + (f * B + xi[f]) * C
                     for c in range(C):
-                        h[o + c] += rowv[c]
+                        flat[o + c] += rowv[c]
 
 
 @njit(nogil=True, cache=True)
-def build_histograms(Xb, vals, w, pos, slot, row_bounds, hist, totals):
+def build_histograms(Xb, vals, w, pos, slot, hist, totals):
     """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
 
-    Rows are summed block by block (``row_bounds``) and the block results are
-    added in order, so the bits equal a shard-ordered sum of per-block histograms.
+    Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
+    exact and the order of the additions does not matter.
     """
-    n_blocks = row_bounds.shape[0] - 1
-    if n_blocks == 1:
-        _accumulate(Xb, vals, w, pos, slot, row_bounds[0], row_bounds[1], hist, totals)
-        return hist
-    part = np.zeros_like(hist)
-    ptot = np.zeros_like(totals)
-    for blk in range(n_blocks):
-        part[...] = 0.0
-        ptot[...] = 0.0
-        _accumulate(Xb, vals, w, pos, slot, row_bounds[blk], row_bounds[blk + 1], part, ptot)
-        hist += part
-        totals += ptot
+    _accumulate(Xb, vals, w, pos, slot, hist, totals)
     return hist
 
 
+@njit(nogil=True, cache=True, inline="always")
+def _bin_goes_left(b, t, node, split_bin, missing_left, cat_idx, cat_bits):
+    c = cat_idx[t, node]
+    if c >= 0:   # categorical split: bin b goes left iff bit b of its left set is set
+        return (cat_bits[c, b >> 6] >> np.uint64(b & 63)) & np.uint64(1) != np.uint64(0)
+    if b == 0:
+        return missing_left[t, node] != 0
+    return b <= split_bin[t, node]
+
+
 @njit(nogil=True, cache=True)
-def apply_splits(Xb, pos, feature, split_bin, missing_left, left, right, col_offset):
+def apply_splits(Xb, pos, feature, split_bin, missing_left, left, right, cat_idx, cat_bits,
+                 col_offset):
     """Move each row to the child of its node's split (nodes with feature < 0 keep rows).
 
     ``feature`` holds global feature indices; this block holds columns
     ``col_offset .. col_offset + Xb.shape[1]``. Rows of splits on columns not
     held here are left alone (feature-parallel mode moves them with a bitmask).
+    ``cat_idx[t, node] >= 0`` marks a categorical split whose left set of bins is
+    the bitset ``cat_bits[cat_idx[t, node]]`` (uint64 words; see ``grower._table``).
     """
     n_trees, n = pos.shape
     n_feat = Xb.shape[1]
+    if cat_bits.shape[0] == 0:
+        # No categorical split at this level: the plain loop (about 3x faster).
+        for t in range(n_trees):
+            for i in range(n):
+                node = pos[t, i]
+                f = feature[t, node] - col_offset
+                if feature[t, node] < 0 or f < 0 or f >= n_feat:
+                    continue
+                b = Xb[i, f]
+                if b == 0:
+                    go_left = missing_left[t, node] != 0
+                else:
+                    go_left = b <= split_bin[t, node]
+                pos[t, i] = left[t, node] if go_left else right[t, node]
+        return
     for t in range(n_trees):
         for i in range(n):
             node = pos[t, i]
             f = feature[t, node] - col_offset
             if feature[t, node] < 0 or f < 0 or f >= n_feat:
                 continue
-            b = Xb[i, f]
-            if b == 0:
-                go_left = missing_left[t, node] != 0
-            else:
-                go_left = b <= split_bin[t, node]
+            go_left = _bin_goes_left(Xb[i, f], t, node, split_bin, missing_left, cat_idx,
+                                     cat_bits)
             pos[t, i] = left[t, node] if go_left else right[t, node]
 
 
 @njit(nogil=True, cache=True)
-def split_bits(Xb, pos, feature, split_bin, missing_left, col_offset, bits):
+def split_bits(Xb, pos, feature, split_bin, missing_left, cat_idx, cat_bits, col_offset, bits):
     """``bits[t, i] = 1`` where row i goes left at a split on a column held here."""
     n_trees, n = pos.shape
     n_feat = Xb.shape[1]
@@ -119,12 +142,7 @@ def split_bits(Xb, pos, feature, split_bin, missing_left, col_offset, bits):
             f = feature[t, node] - col_offset
             if feature[t, node] < 0 or f < 0 or f >= n_feat:
                 continue
-            b = Xb[i, f]
-            if b == 0:
-                go_left = missing_left[t, node] != 0
-            else:
-                go_left = b <= split_bin[t, node]
-            if go_left:
+            if _bin_goes_left(Xb[i, f], t, node, split_bin, missing_left, cat_idx, cat_bits):
                 bits[t, i] = 1
 
 
@@ -141,8 +159,17 @@ def apply_bits(pos, feature, left, right, bits):
 
 
 @njit(nogil=True, cache=True)
-def forest_leaves(X, feature, threshold, missing_left, left, right, offsets, out):
-    """Leaf (tree-local node index) reached by each row of raw ``X`` in each tree."""
+def forest_leaves(X, feature, threshold, missing_left, left, right, offsets, cat_start,
+                  cat_size, cat_values, cat_row, cat_bitmap, out):
+    """Leaf (tree-local node index) reached by each row of raw ``X`` in each tree.
+
+    A node with ``cat_size[k] > 0`` splits on categories: values among the sorted
+    ``cat_values[cat_start[k]:cat_start[k] + cat_size[k]]`` go to the non-missing
+    side, every other value (NaN, unseen, negative, non-integer) to the missing side.
+    When ``cat_bitmap`` has columns, the same set is also bitmap row ``cat_row[k]``
+    (bit ``c`` set for category ``c``; faster than the binary search).
+    """
+    n_bits = cat_bitmap.shape[1] * 64
     n = X.shape[0]
     n_trees = offsets.shape[0] - 1
     for i in range(n):
@@ -154,6 +181,25 @@ def forest_leaves(X, feature, threshold, missing_left, left, right, offsets, out
                 v = X[i, feature[k]]
                 if np.isnan(v):
                     go_left = missing_left[k] != 0
+                elif cat_size[k] > 0 and n_bits > 0:
+                    found = False
+                    if v >= 0.0 and v < n_bits and v == np.floor(v):
+                        c = np.int64(v)
+                        found = (cat_bitmap[cat_row[k], c >> 6] >> np.uint64(c & 63)) \
+                            & np.uint64(1) != np.uint64(0)
+                    go_left = found != (missing_left[k] != 0)
+                elif cat_size[k] > 0:
+                    lo = cat_start[k]
+                    hi = lo + cat_size[k]
+                    end = hi
+                    while lo < hi:          # binary search of the sorted set
+                        mid = (lo + hi) >> 1
+                        if cat_values[mid] < v:
+                            lo = mid + 1
+                        else:
+                            hi = mid
+                    found = lo < end and cat_values[lo] == v
+                    go_left = found != (missing_left[k] != 0)
                 else:
                     go_left = v <= threshold[k]
                 node = left[k] if go_left else right[k]
@@ -269,56 +315,49 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
 
 
 @njit(nogil=True, cache=True)
-def _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, a, b, hist, totals):
-    n_trees = pos.shape[0]
+def _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals):
+    n_trees, n = pos.shape
     n_feat = Xb.shape[1]
     cv = vals.shape[2]
     tv = vals.shape[0]
     tw = w.shape[0]
     S, Kf, B, C = hist.shape
-    flat = hist.reshape(S, Kf * B * C)
+    flat = hist.reshape(S * Kf * B * C)
+    node_len = Kf * B * C
     rowv = np.empty(C)
     for t in range(n_trees):
         vt = t if tv > 1 else 0
         wt = t if tw > 1 else 0
-        for i in range(a, b):
-            s = slot[t, pos[t, i]]
+        slot_t = slot[t]
+        pos_t = pos[t]
+        w_t = w[wt]
+        vals_t = vals[vt]
+        for i in range(n):
+            s = slot_t[pos_t[i]]
             if s < 0:
                 continue
-            wi = w[wt, i]
+            wi = w_t[i]
             if wi == 0.0:
                 continue
             for c in range(cv):
-                rowv[c] = vals[vt, i, c] * wi
+                rowv[c] = vals_t[i, c] * wi
             rowv[cv] = 1.0
             for c in range(C):
                 totals[s, c] += rowv[c]
-            h = flat[s]
+            base = s * node_len
+            xi = Xb[i]
             for j in range(Kf):
                 f = feats[s, j] - col_offset
                 if feats[s, j] < 0 or f < 0 or f >= n_feat:
                     continue
-                o = (j * B + Xb[i, f]) * C
+                o = base + (j * B + xi[f]) * C
                 for c in range(C):
-                    h[o + c] += rowv[c]
+                    flat[o + c] += rowv[c]
 
 
 @njit(nogil=True, cache=True)
-def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, row_bounds, hist, totals):
+def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals):
     """:func:`build_histograms` for only the features ``feats[slot]`` of each node
     (histogram axis 1 follows ``feats``; ids < 0 and columns not held here are skipped)."""
-    n_blocks = row_bounds.shape[0] - 1
-    if n_blocks == 1:
-        _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, row_bounds[0],
-                           row_bounds[1], hist, totals)
-        return hist
-    part = np.zeros_like(hist)
-    ptot = np.zeros_like(totals)
-    for blk in range(n_blocks):
-        part[...] = 0.0
-        ptot[...] = 0.0
-        _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, row_bounds[blk],
-                           row_bounds[blk + 1], part, ptot)
-        hist += part
-        totals += ptot
+    _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals)
     return hist

@@ -13,6 +13,12 @@ and derives per-feature thresholds:
 
 Bin 0 holds missing values (NaN); value bins are ``1 .. n_bins_f``. Value ``v``
 falls in bin ``1 + #(thresholds < v)``, so "bin <= k" means ``v <= thresholds[k-1]``.
+
+*Categorical* features (declared by the caller) always get exact bins, one per
+category, whatever the shard sizes: every shard returns its exact distinct values
+(a shard with more than ``max_bins`` of them, or with a value that is not a
+non-negative integer, returns a marker and the merge raises a clear error).
+``BinEdges.bin_values[j]`` then holds the sorted category values of the bins.
 """
 
 from __future__ import annotations
@@ -26,20 +32,48 @@ import scipy.sparse as sp
 SKETCH_SIZE = 2048
 MISSING_BIN = 0
 
+# Summary kinds (first item of a per-feature summary).
+EXACT, SAMPLE, TOO_MANY_CATEGORIES, BAD_CATEGORY = 0, 1, 2, 3
+
+_ENCODE_HINT = ("Encode categories as integers 0..k-1 (e.g. with "
+                "sklearn.preprocessing.OrdinalEncoder) and missing values as NaN.")
+
 
 def _dense(X):
     return X.toarray() if sp.issparse(X) else X
 
 
-def feature_summaries(X, max_bins: int, sketch_size: int = SKETCH_SIZE) -> list:
+def _first_bad_category(x) -> int | None:
+    """Row of the first value of ``x`` that is not NaN nor a non-negative integer."""
+    x = np.asarray(x)
+    if x.dtype.kind in "biu":
+        bad = np.flatnonzero(x < 0)
+    else:
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(~np.isnan(x) & ((x < 0) | ~np.isfinite(x) | (x != np.floor(x))))
+    return int(bad[0]) if bad.size else None
+
+
+def feature_summaries(X, max_bins: int, sketch_size: int = SKETCH_SIZE,
+                      categorical=None) -> list:
     """Per-feature mergeable summaries of one shard's features.
 
     Returns a list with, per feature, ``(kind, values, weights, n_missing)``:
-    ``kind`` 0 = exact distinct values with counts, 1 = rank sample.
+    ``kind`` 0 = exact distinct values with counts, 1 = rank sample. A
+    ``categorical`` feature (bool mask) is always exact; a shard with more than
+    ``max_bins`` categories returns ``(2, [], [n_distinct], n_missing)``, one with a
+    value that is not a non-negative integer ``(3, [value], [row], n_missing)``.
     """
     X = _dense(X)
     out = []
     for j in range(X.shape[1]):
+        is_cat = categorical is not None and bool(categorical[j])
+        if is_cat:
+            bad = _first_bad_category(X[:, j])
+            if bad is not None:
+                out.append((BAD_CATEGORY, np.array([float(X[bad, j])]), np.array([float(bad)]),
+                            0))
+                continue
         col = np.sort(X[:, j])  # NaN sorts last
         n_ok = col.size
         if col.dtype.kind == "f":
@@ -53,6 +87,10 @@ def feature_summaries(X, max_bins: int, sketch_size: int = SKETCH_SIZE) -> list:
         if starts.size <= max_bins:
             counts = np.diff(np.append(starts, n_ok)).astype(np.float64)
             out.append((0, col[starts].astype(np.float64), counts, n_missing))
+            continue
+        if is_cat:
+            out.append((TOO_MANY_CATEGORIES, np.empty(0), np.array([float(starts.size)]),
+                        n_missing))
             continue
         k = min(sketch_size, n_ok)
         ranks = ((np.arange(k) + 0.5) * (n_ok / k)).astype(np.int64)
@@ -74,16 +112,30 @@ class BinEdges:
     bin_values : list of ndarray
     has_missing : ndarray of bool
         Whether feature j had any NaN in the training data.
+    categorical : ndarray of bool
+        Whether feature j is categorical (then exact, ``bin_values[j]`` holding the
+        sorted category values of its bins ``1 .. n_bins[j]``).
     """
 
     thresholds: list
     exact: np.ndarray
     bin_values: list
     has_missing: np.ndarray
+    categorical: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.categorical is None:
+            self.categorical = np.zeros(len(self.thresholds), bool)
 
     @property
     def n_features(self) -> int:
         return len(self.thresholds)
+
+    def categories(self, feature: int) -> np.ndarray:
+        """Sorted category values of a categorical feature's bins (bin k: ``[k - 1]``)."""
+        if not self.categorical[feature]:
+            raise ValueError(f"feature {feature} is not categorical")
+        return self.bin_values[feature]
 
     @property
     def n_bins(self) -> np.ndarray:
@@ -113,15 +165,46 @@ class BinEdges:
         return float(thr[bin_lo - 1])
 
 
-def merge_summaries(per_shard: list, max_bins: int) -> BinEdges:
-    """Merge per-shard summaries (in shard order) into per-feature bin edges."""
+def _check_category_parts(parts, j, max_bins):
+    for s, p in enumerate(parts):
+        if p[0] == BAD_CATEGORY:
+            raise ValueError(
+                f"Categorical feature {j} has value {float(p[1][0])!r} at row {int(p[2][0])} of "
+                f"shard {s}, which is not a non-negative integer. {_ENCODE_HINT}")
+        if p[0] == TOO_MANY_CATEGORIES:
+            raise ValueError(
+                f"Categorical feature {j} has more than max_bins={max_bins} categories "
+                f"({int(p[2][0])} in shard {s} alone). Raise max_bins (at most 255), group "
+                "rare categories, or do not declare the feature categorical.")
+
+
+def merge_summaries(per_shard: list, max_bins: int, categorical=None) -> BinEdges:
+    """Merge per-shard summaries (in shard order) into per-feature bin edges.
+
+    ``categorical``: bool mask of categorical features (exact bins, one per category).
+    """
     n_features = len(per_shard[0])
+    cat = (np.zeros(n_features, bool) if categorical is None
+           else np.asarray(categorical, dtype=bool).copy())
     thresholds, exact, bin_values, has_missing = [], [], [], []
     for j in range(n_features):
         parts = [s[j] for s in per_shard]
+        if cat[j]:
+            _check_category_parts(parts, j, max_bins)
         has_missing.append(any(p[3] > 0 for p in parts))
         vals = np.concatenate([p[1] for p in parts])
         wts = np.concatenate([p[2] for p in parts])
+        if cat[j]:
+            uniq = np.unique(vals)
+            if uniq.size > max_bins:
+                raise ValueError(
+                    f"Categorical feature {j} has {uniq.size} categories, more than "
+                    f"max_bins={max_bins}. Raise max_bins (at most 255), group rare "
+                    "categories, or do not declare the feature categorical.")
+            thresholds.append(_midpoints(uniq))
+            exact.append(True)
+            bin_values.append(uniq)
+            continue
         if vals.size == 0:
             thresholds.append(np.empty(0))
             exact.append(True)
@@ -148,7 +231,7 @@ def merge_summaries(per_shard: list, max_bins: int) -> BinEdges:
         thresholds.append(thr)
         exact.append(False)
         bin_values.append(np.full(thr.size + 1, np.nan))
-    return BinEdges(thresholds, np.array(exact), bin_values, np.array(has_missing))
+    return BinEdges(thresholds, np.array(exact), bin_values, np.array(has_missing), cat)
 
 
 def _safe_mid(a, b):
@@ -174,3 +257,41 @@ def bin_matrix(X, edges: BinEdges) -> np.ndarray:
             b[np.isnan(col)] = MISSING_BIN
         out[:, j] = b
     return out
+
+
+def check_categorical_values(X, categorical, max_bins: int, *, name: str = "X",
+                             boundaries=None) -> None:
+    """Driver-side check of in-memory categorical columns (reads ``X``, never writes it).
+
+    Raises ValueError naming the column and row of the first value that is not NaN
+    nor a non-negative integer, or a column with more than ``max_bins`` categories.
+    """
+    from ...data.validation import _where
+
+    cols = np.flatnonzero(np.asarray(categorical, dtype=bool))
+    Xc = X[:, cols].tocsc() if sp.issparse(X) and cols.size else None
+    for k, j in enumerate(cols):
+        if Xc is not None:
+            a, b = Xc.indptr[k], Xc.indptr[k + 1]
+            data = Xc.data[a:b]
+            bad = _first_bad_category(data)
+            row = None if bad is None else int(Xc.indices[a + bad])
+            value = None if bad is None else data[bad]
+            present = np.unique(data[~np.isnan(data)]) if data.dtype.kind == "f" else np.unique(data)
+            n_cat = present.size + int(b - a < X.shape[0] and not (present == 0).any())
+        else:
+            col = X[:, j]
+            bad = _first_bad_category(col)
+            row = bad
+            value = None if bad is None else col[bad]
+            n_cat = np.unique(col[~np.isnan(col)] if col.dtype.kind == "f" else col).size
+        if row is not None:
+            raise ValueError(
+                f"Categorical column {j} of {name} has value {float(value)!r} at "
+                f"{_where(row, boundaries)}, which is not a non-negative integer. "
+                f"{_ENCODE_HINT}")
+        if n_cat > max_bins:
+            raise ValueError(
+                f"Categorical column {j} of {name} has {n_cat} categories, more than "
+                f"max_bins={max_bins}. Raise max_bins (at most 255), group rare categories, "
+                "or do not declare the column categorical.")

@@ -15,6 +15,7 @@ from ...runtime import Coordinator, FitReport
 from . import kernels
 from . import model as M
 from .binning import merge_summaries
+from .exact import grid
 from .grower import DataParallel, FeatureParallel, GrowConfig, Grower
 from .splitting import SplitParams, leaf_values
 
@@ -83,8 +84,11 @@ class TreeFit:
         coord.__enter__()
         self.coords.append(coord)
         try:
-            summaries = coord.map(kernels.summaries_kernel, self.max_bins, step="bin_summaries")
-            self.edges = merge_summaries(summaries, self.max_bins)
+            cat = self.params.categorical
+            summaries = coord.map(kernels.summaries_kernel, self.max_bins, cat,
+                                  step="bin_summaries")
+            self.edges = merge_summaries(summaries, self.max_bins, cat)
+            self._set_grids(coord)
             edges_b = coord.broadcast(self.edges)
             init = coord.map(kernels.init_state, edges_b, self.spec, None, None, 0,
                              step="bin_and_init", restore=True)
@@ -117,6 +121,21 @@ class TreeFit:
             raise
         self.coord = coord
         return self
+
+    def _set_grids(self, coord):
+        """Weight and target bounds -> the power-of-two grids of the value channels."""
+        b = np.array(coord.map(kernels.bounds_kernel, step="target_bounds"))
+        self.max_sw = float(b[:, 0].max())
+        self.y_range = (float(b[:, 1].min()), float(b[:, 2].max()))
+        n = self.dataset.n_rows
+        # Bootstrap multiplies rows by Poisson(1) counts, whose sum stays below 2n + 64.
+        terms = 2 * n + 64 if self.spec.get("bootstrap") else n
+        ym = max(abs(self.y_range[0]), abs(self.y_range[1]))
+        sw = self.max_sw
+        if self.spec["kind"] == "class":
+            self.spec["grids"] = (grid(sw, terms),)
+        elif self.spec["kind"] == "mse":
+            self.spec["grids"] = (grid(sw * ym, terms), grid(sw, terms), grid(sw * ym * ym, terms))
 
     def __exit__(self, *exc):
         while self.coords:
@@ -157,7 +176,7 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
                max_depth=None, min_samples_split=2, min_samples_leaf=1,
                min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None, seed=0,
                max_bins=255, parallel="data", oob_score=False, trees_per_pass=None,
-               estimator="DecisionTree", session=None) -> ForestFit:
+               estimator="DecisionTree", session=None, categorical=None) -> ForestFit:
     """Grow ``n_estimators`` trees (several per pass over the data).
 
     ``task``: "class" (criterion gini/entropy; leaves hold class probabilities) or
@@ -166,8 +185,8 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
     kind = "class" if task == "class" else "mse"
     crit = criterion if task == "class" else "mse"
     n_ch = (len(classes) if task == "class" else 3) + 1
-    spec = {"kind": kind, "classes": classes, "n_trees": 1}
-    params = SplitParams(crit, 0.0, min_samples_leaf, 0.0)
+    spec = {"kind": kind, "classes": classes, "n_trees": 1, "bootstrap": bool(bootstrap)}
+    params = SplitParams(crit, 0.0, min_samples_leaf, 0.0, categorical)
     cfg = GrowConfig(params, max_depth=max_depth, max_leaves=max_leaf_nodes,
                      min_samples_split=min_samples_split,
                      min_impurity_decrease=min_impurity_decrease, check_purity=True,
@@ -228,7 +247,7 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                  reg_lambda=0.0, subsample=1.0, colsample=1.0, max_bins=255,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7,
                  validation_data=None, seed=0, parallel="data", estimator="GradientBoosting",
-                 session=None) -> BoostFit:
+                 session=None, categorical=None) -> BoostFit:
     """Second-order gradient boosting with histogram trees grown level-wise.
 
     ``loss``: "squared_error", "binary" or "multiclass" (one tree per class per round,
@@ -243,7 +262,8 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
             "n_trees": Kt, "loss": loss, "n_classes": n_classes, "seed": seed,
             "subsample": float(subsample),
             "validation_fraction": float(validation_fraction) if held_out else None}
-    params = SplitParams("gh", float(reg_lambda), int(min_samples_leaf), float(min_child_weight))
+    params = SplitParams("gh", float(reg_lambda), int(min_samples_leaf), float(min_child_weight),
+                         categorical)
     cfg = GrowConfig(params, max_depth=max_depth, max_leaves=max_leaves, check_purity=False,
                      seed=seed)
     F = dataset.n_features
@@ -260,6 +280,13 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
             p = np.clip(sums / sums.sum(), 1e-15, 1.0)
             baseline = (np.array([np.log(p[1] / p[0])]) if loss == "binary" else np.log(p))
         spec["baseline"] = baseline
+        n_rows, sw_max = dataset.n_rows, tf.max_sw
+        if loss == "squared_error":
+            # |raw - y| <= |baseline - y| + the largest leaf of every round so far.
+            g_bound = max(abs(tf.y_range[0] - baseline[0]), abs(tf.y_range[1] - baseline[0]))
+            h_bound = 1.0
+        else:
+            g_bound, h_bound = 1.0, 0.25
         if validation_data is not None:
             Xv, yv, swv = validation_data
             raw_v = np.tile(baseline, (Xv.shape[0], 1))
@@ -274,7 +301,8 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                     masks = np.zeros((Kt, F), bool)
                     for k in range(Kt):
                         masks[k, rng.choice(F, n_col, replace=False)] = True
-                prologue = (kernels.gbt_prologue, (leaf_table, spec, r, not last))
+                grids = (grid(g_bound * sw_max, n_rows), grid(h_bound * sw_max, n_rows))
+                prologue = (kernels.gbt_prologue, (leaf_table, spec, r, not last, grids))
                 if last:
                     extras = tf.backend.finish(prologue)
                     trees = None
@@ -299,6 +327,8 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                           for t in trees]
                 forests.append(M.pack_forest(trees, values))
                 leaf_table = _leaf_table(trees, values)[:, :, 0]
+                if loss == "squared_error":
+                    g_bound += float(np.abs(leaf_table).max())
                 if validation_data is not None:
                     raw_v += M.leaf_outputs(forests[-1], Xv)[:, :, 0]
                 n_iter = r + 1

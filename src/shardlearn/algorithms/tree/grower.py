@@ -19,13 +19,15 @@ the same trees bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...comm.reduce import ordered_reduce
 from . import _kernels as K
-from .splitting import BestSplits, SplitParams, find_best_splits, impurity, subtract
+from .splitting import CAT_WORDS, BestSplits, SplitParams, find_best_splits, impurity, subtract
 
 #: Histogram bytes of one level above which the level is built in several passes
 #: without keeping parent histograms (no subtraction trick at the next level).
@@ -58,6 +60,10 @@ class TreeBuild:
     depth: list = field(default_factory=list)
     stats: list = field(default_factory=list)
     gain: list = field(default_factory=list)
+    #: categorical split nodes: node -> left set of bins, (CAT_WORDS,) uint64 bitset
+    cat_bits: dict = field(default_factory=dict)
+    #: categorical split nodes: node -> sorted raw category values going left
+    cat_values: dict = field(default_factory=dict)
 
     def add(self, depth, stats) -> int:
         self.feature.append(-1)
@@ -81,7 +87,10 @@ class TreeBuild:
 
 
 def _table(trees, nodes_by_tree):
-    """(T, max_nodes) int32 arrays describing this level's splits for the workers."""
+    """This level's splits for the workers: ``(feat, sbin, mleft, left, right, cat_idx,
+    cat_bits)``; (T, max_nodes) int32 arrays, and for categorical splits a compact
+    table: ``cat_idx[t, v]`` indexes the row of ``cat_bits`` (n_categorical_splits,
+    CAT_WORDS) uint64 holding node v's left set of bins (-1: not categorical)."""
     T = len(trees)
     n = max(t.n_nodes for t in trees)
     feat = np.full((T, n), -1, np.int32)
@@ -89,6 +98,8 @@ def _table(trees, nodes_by_tree):
     mleft = np.zeros((T, n), np.int32)
     left = np.full((T, n), -1, np.int32)
     right = np.full((T, n), -1, np.int32)
+    cat_idx = np.full((T, n), -1, np.int32)
+    cat_rows = []
     for t, nodes in nodes_by_tree.items():
         tr = trees[t]
         for v in nodes:
@@ -97,7 +108,12 @@ def _table(trees, nodes_by_tree):
             mleft[t, v] = int(tr.missing_left[v])
             left[t, v] = tr.left[v]
             right[t, v] = tr.right[v]
-    return feat, sbin, mleft, left, right
+            if v in tr.cat_bits:
+                cat_idx[t, v] = len(cat_rows)
+                cat_rows.append(tr.cat_bits[v])
+    cat_bits = (np.array(cat_rows, np.uint64) if cat_rows
+                else np.zeros((0, CAT_WORDS), np.uint64))
+    return feat, sbin, mleft, left, right, cat_idx, cat_bits
 
 
 _EPS = float(np.finfo(float).eps)
@@ -239,7 +255,10 @@ class Grower:
                 tr.feature[v] = f
                 tr.bin[v] = b
                 tr.missing_left[v] = bool(best.missing_left[idx])
-                tr.threshold[v] = self.edges.split_threshold(f, b, int(best.bin_hi[idx]))
+                if best.categorical[idx]:
+                    self._record_categorical(tr, v, f, best.cat_bits[idx])
+                else:
+                    tr.threshold[v] = self.edges.split_threshold(f, b, int(best.bin_hi[idx]))
                 tr.gain[v] = float(best.gain[idx])
                 lc = tr.add(tr.depth[v] + 1, left_stats)
                 rc = tr.add(tr.depth[v] + 1, right_stats)
@@ -255,6 +274,17 @@ class Grower:
             best = self._evaluate_level(trees, table, pairs, next_frontier)
             frontier = next_frontier
         return trees, extra
+
+    def _record_categorical(self, tr, v, f, bits):
+        """A categorical split: its left set of bins and of raw category values."""
+        bits = np.array(bits, dtype=np.uint64)
+        # Bit b & 63 of word b >> 6 <-> bin b (little-endian bytes, whatever the machine).
+        bins = np.flatnonzero(np.unpackbits(bits.astype("<u8").view(np.uint8), bitorder="little"))
+        tr.cat_bits[v] = bits
+        tr.cat_values[v] = np.asarray(self.edges.categories(f), np.float64)[bins - 1]
+        tr.bin[v] = -1
+        tr.missing_left[v] = False
+        tr.threshold[v] = np.nan
 
     def _weight(self, st):
         crit = self.cfg.split.criterion
@@ -322,16 +352,14 @@ class Grower:
                                         width=width)
             first = False
             idx = np.array([pos[n] for n in chunk])
-            for name in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
-                getattr(acc, name)[idx] = getattr(res.best, name)
+            acc.put(idx, res.best)
         return acc
 
 
 def _reorder(best: BestSplits, order, frontier):
     pos = {node: i for i, node in enumerate(order)}
     idx = np.array([pos[n] for n in frontier])
-    return BestSplits(best.gain[idx], best.feature[idx], best.bin[idx], best.missing_left[idx],
-                      best.bin_hi[idx], best.left[idx])
+    return best.take(idx)
 
 
 @dataclass
@@ -353,34 +381,46 @@ def _run_prologue(shard, state, prologue):
     return fn(shard, state, *args)
 
 
-def _build(state, slots, n_slots, n_bins, n_channels, feats=None):
+def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None):
+    """This shard's histograms and node totals, added to ``into=(hist, tot)`` if given."""
     Xb = state["Xb"]
-    tot = np.zeros((n_slots, n_channels))
+    width = feats.shape[1] if feats is not None else Xb.shape[1]
+    if into is None:
+        hist = np.zeros((n_slots, width, n_bins, n_channels))
+        tot = np.zeros((n_slots, n_channels))
+    else:
+        hist, tot = into
     if feats is not None:
-        hist = np.zeros((n_slots, feats.shape[1], n_bins, n_channels))
         K.build_histograms_subset(Xb, state["vals"], state["w"], state["pos"], slots, feats,
-                                  state["col_offset"], state["row_bounds"], hist, tot)
-        return hist, tot
-    hist = np.zeros((n_slots, Xb.shape[1], n_bins, n_channels))
-    K.build_histograms(Xb, state["vals"], state["w"], state["pos"], slots,
-                       state["row_bounds"], hist, tot)
+                                  state["col_offset"], hist, tot)
+    else:
+        K.build_histograms(Xb, state["vals"], state["w"], state["pos"], slots, hist, tot)
     return hist, tot
 
 
-def data_level_kernel(shard, state, pending, slots, n_bins, n_channels, root, prologue,
+def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, root, prologue,
                       feats=None):
-    """Apply pending splits, run the prologue, build this shard's histograms."""
+    """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
+
+    A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
+    ``(hist, totals, [(shard index, prologue result), ...])`` or None. The sums
+    are exact (.exact), so how shards are grouped on workers does not matter.
+    """
     if pending is not None:
-        feat, sbin, mleft, left, right = pending
-        K.apply_splits(state["Xb"], state["pos"], feat, sbin, mleft, left, right, 0)
-    extra = _run_prologue(shard, state, prologue)
+        K.apply_splits(state["Xb"], state["pos"], *pending, 0)
+    extra = (shard.index, _run_prologue(shard, state, prologue))
     if root:
         state["pos"][:] = 0
     n_slots = int(slots.max()) + 1 if slots.size else 0
+    if acc is None:
+        acc = (None, None, [])
+    hist, tot, extras = acc
+    extras.append(extra)
     if n_slots == 0:
-        return None, None, extra
-    hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats)
-    return hist, tot, extra
+        return hist, tot, extras
+    hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
+                       None if hist is None else (hist, tot))
+    return hist, tot, extras
 
 
 def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, params,
@@ -388,7 +428,7 @@ def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, p
     """Feature-parallel: apply pending (bitmask), build and derive this block's
     histograms, and return the best split per node among the features held here."""
     if pending is not None:
-        packed, (feat, _, _, left, right) = pending
+        packed, (feat, _, _, left, right, _, _) = pending
         n = state["pos"].shape[1]
         bits = np.unpackbits(packed, axis=1, count=n)
         K.apply_bits(state["pos"], feat, left, right, bits)
@@ -419,14 +459,14 @@ def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, p
 
 def feature_bits_kernel(shard, state, table):
     """Bitmask (packed, per tree) of rows going left at splits on features held here."""
-    feat, sbin, mleft, _, _ = table
+    feat, sbin, mleft, _, _, cat_idx, cat_bits = table
     Xb, pos = state["Xb"], state["pos"]
     off = state["col_offset"]
     mine = (feat >= off) & (feat < off + Xb.shape[1])
     if not mine.any():
         return None
     bits = np.zeros(pos.shape, np.uint8)
-    K.split_bits(Xb, pos, feat, sbin, mleft, off, bits)
+    K.split_bits(Xb, pos, feat, sbin, mleft, cat_idx, cat_bits, off, bits)
     return np.packbits(bits, axis=1)
 
 
@@ -434,12 +474,11 @@ def finish_kernel(shard, state, pending, bits_mode, prologue):
     """Apply the last pending splits and run ``prologue`` (e.g. leaf values, OOB)."""
     if pending is not None:
         if bits_mode:
-            packed, (feat, _, _, left, right) = pending
+            packed, (feat, _, _, left, right, _, _) = pending
             bits = np.unpackbits(packed, axis=1, count=state["pos"].shape[1])
             K.apply_bits(state["pos"], feat, left, right, bits)
         else:
-            feat, sbin, mleft, left, right = pending
-            K.apply_splits(state["Xb"], state["pos"], feat, sbin, mleft, left, right, 0)
+            K.apply_splits(state["Xb"], state["pos"], *pending, 0)
     return _run_prologue(shard, state, prologue)
 
 
@@ -474,10 +513,9 @@ class DataParallel:
         fmask, feats = fmask
         pend = self.coord.broadcast(pending) if pending is not None else None
         out = self.coord.map(data_level_kernel, pend, slots, self.B, self.C, root, prologue,
-                             feats, step="tree_level", restore=True)
-        extra = [o[2] for o in out]
-        hist = ordered_reduce([o[0] for o in out])
-        tot = ordered_reduce([o[1] for o in out])
+                             feats, step="tree_level", restore=True, fold=True)
+        extra = [e for _, e in sorted((e for o in out for e in o[2]), key=lambda e: e[0])]
+        hist, tot = _sum_parts([o[0] for o in out]), _sum_parts([o[1] for o in out])
         if root:
             totals = tot
         if derived:
@@ -488,10 +526,7 @@ class DataParallel:
             der = subtract(self._parents[1][pi], hist[bi])
             hist = np.concatenate([hist, der])
         order = built + [d[0] for d in derived]
-        if feats is not None:
-            best = _compact_best(hist, totals, self.params, feats, feats >= 0)
-        else:
-            best = find_best_splits(hist, totals, self.params, fmask)
+        best = _search_in_parallel(hist, totals, self.params, fmask, feats)
         self._parents = (order, hist) if keep else None
         return LevelResult(best, tot if root else None, extra)
 
@@ -562,9 +597,48 @@ class FeatureParallel:
                               restore=True)
 
 
+def _sum_parts(parts):
+    """Sum of per-worker histograms (exact: the order does not matter)."""
+    if parts[0] is None:
+        return None
+    acc = parts[0]
+    if not acc.flags.writeable:   # Ray hands back read-only views of its object store
+        acc = acc.copy()
+    for p in parts[1:]:
+        acc += p
+    return acc
+
+
+#: Nodes per chunk below which the coordinator's split search stays on one thread.
+PARALLEL_SEARCH_MIN_NODES = 8
+_search_pool: list = []
+
+
+def _search_in_parallel(hist, totals, params, fmask, feats):
+    """Best splits of every node, the nodes cut in chunks searched on several threads
+    (the numba search releases the GIL; each node's answer does not depend on the others)."""
+    def search(a, b):
+        if feats is not None:
+            return _compact_best(hist[a:b], totals[a:b], params, feats[a:b], feats[a:b] >= 0)
+        return find_best_splits(hist[a:b], totals[a:b], params,
+                                None if fmask is None else fmask[a:b])
+
+    S = hist.shape[0]
+    n_threads = min(4, os.cpu_count() or 1, S // PARALLEL_SEARCH_MIN_NODES)
+    if n_threads < 2:
+        return search(0, S)
+    if not _search_pool:
+        _search_pool.append(ThreadPoolExecutor(4, thread_name_prefix="shardlearn-split"))
+    cuts = np.linspace(0, S, n_threads + 1).astype(int)
+    parts = [f.result() for f in [_search_pool[0].submit(search, cuts[k], cuts[k + 1])
+                                  for k in range(n_threads)]]
+    return BestSplits(*(np.concatenate([getattr(p, f.name) for p in parts])
+                        for f in dataclasses.fields(BestSplits)))
+
+
 def _compact_best(hist, totals, params, feats, usable):
     """Best splits over a compact (S, k, B, C) histogram whose axis 1 follows ``feats``."""
-    best = find_best_splits(hist, totals, params, usable)
+    best = find_best_splits(hist, totals, params, usable, feature_ids=feats)
     found = best.feature >= 0
     rows = np.flatnonzero(found)
     best.feature[found] = feats[rows, best.feature[found]]

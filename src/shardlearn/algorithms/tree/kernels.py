@@ -11,11 +11,24 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, logsumexp, softmax
 
+from ._boost_kernels import LOSS_CODES, boost_rows
 from .binning import bin_matrix, feature_summaries
+from .exact import snap
 
 
-def summaries_kernel(shard, state, max_bins):
-    return feature_summaries(shard.X, max_bins)
+def summaries_kernel(shard, state, max_bins, categorical=None):
+    return feature_summaries(shard.X, max_bins, categorical=categorical)
+
+
+def bounds_kernel(shard, state):
+    """``[max sample weight, min y, max y]`` of the shard (y: 0 when not numeric)."""
+    sw = shard.weights()
+    y = np.asarray(shard.y)
+    if y.dtype.kind in "biuf" and y.size:
+        lo, hi = float(np.min(y)), float(np.max(y))
+    else:
+        lo = hi = 0.0
+    return np.array([float(np.max(sw)) if sw.size else 0.0, lo, hi])
 
 
 def binned_kernel(shard, state):
@@ -56,14 +69,18 @@ def init_state(shard, state, edges, spec, row_bounds, block_ids, col_offset):
     else:
         state["y"] = np.asarray(shard.y, dtype=np.float64)
     state["sw"] = sw
+    # Channel values go on the fit's power-of-two grids (``spec["grids"]``, see
+    # .exact) so that histogram sums are exact whatever their grouping.
+    grids = spec.get("grids")
     if kind == "class":
         Kc = len(spec["classes"])
         vals = np.zeros((1, n, Kc))
-        vals[0, np.arange(n), state["y"]] = sw
+        vals[0, np.arange(n), state["y"]] = snap(sw, grids[0])
         state["vals"] = vals
     elif kind == "mse":
         y = state["y"]
-        state["vals"] = np.ascontiguousarray(np.stack([-sw * y, sw, sw * y * y], axis=1)[None])
+        chans = [snap(v, q) for v, q in zip((-sw * y, sw, sw * y * y), grids)]
+        state["vals"] = np.ascontiguousarray(np.stack(chans, axis=1)[None])
     # Validation rows (boosting early stopping): never trained on.
     vf = spec.get("validation_fraction")
     train = np.ones(n, bool)
@@ -136,8 +153,10 @@ def _loss_grad(loss, raw, y, n_classes):
     return lo, P - Y, np.maximum(P * (1.0 - P), 1e-16)
 
 
-def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad):
+def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids=(1.0, 1.0)):
     """Add the previous round's leaves to the raw scores; return losses; new gradients.
+
+    ``grids``: the round's power-of-two steps for gradients and hessians (.exact).
 
     Returns per-row-block ``[train_loss_sum, train_weight, val_loss_sum, val_weight]``.
     """
@@ -147,24 +166,39 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad):
     if "raw" not in state:
         state["raw"] = np.tile(np.asarray(spec["baseline"], dtype=np.float64), (n, 1))
     raw = state["raw"]
-    if leaf_values is not None:
-        pos = state["pos"]
-        for t in range(Kt):
-            raw[:, t] += leaf_values[t, pos[t]]
-    lo, g, h = _loss_grad(spec["loss"], raw, y, spec.get("n_classes", 1))
+    fast = spec["loss"] in LOSS_CODES and compute_grad
+    if fast:
+        # One numba pass: raw update, loss, gradients on their grids.
+        swt = sw * train
+        vals = np.empty((1, n, 2))
+        lo = np.empty(n)
+        has = leaf_values is not None
+        lv = np.ascontiguousarray(leaf_values[0] if has else np.zeros(1))
+        boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], np.asarray(y, np.float64), swt,
+                   state["pos"][0], lv, has, grids[0], grids[1], vals[0], lo)
+    else:
+        if leaf_values is not None:
+            pos = state["pos"]
+            for t in range(Kt):
+                raw[:, t] += leaf_values[t, pos[t]]
+        lo, g, h = _loss_grad(spec["loss"], raw, y, spec.get("n_classes", 1))
     out = []
     for _, a, b in _blocks(state):
         m = train[a:b]
         wl = sw[a:b] * lo[a:b]
         out.append(np.array([wl[m].sum(), sw[a:b][m].sum(), wl[~m].sum(), sw[a:b][~m].sum()]))
     if compute_grad:
-        vals = np.empty((Kt, n, 2))
-        swt = sw * train
-        vals[:, :, 0] = (g * swt[:, None]).T
-        vals[:, :, 1] = (h * swt[:, None]).T
+        if not fast:
+            vals = np.empty((Kt, n, 2))
+            swt = sw * train
+            vals[:, :, 0] = snap(g * swt[:, None], grids[0]).T
+            vals[:, :, 1] = snap(h * swt[:, None], grids[1]).T
         state["vals"] = vals
         sub = spec.get("subsample", 1.0)
+        if sub >= 1.0 and "w_rows" in state:
+            return out          # the same rows every round: keep last round's weights
         w = (train & (sw > 0)).astype(np.float64)
+        state["w_rows"] = True
         if sub < 1.0:
             for i, a, b in _blocks(state):
                 rng = np.random.default_rng([spec["seed"], int(round_idx), i])

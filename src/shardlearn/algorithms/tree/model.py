@@ -3,6 +3,13 @@
 A *forest* is a dict of arrays (saved as-is, no pickle): node arrays of all trees
 concatenated, and ``offsets`` (n_trees + 1) giving each tree's first node. Child
 indices are local to their tree; leaves have ``feature == -1``.
+
+Categorical splits: ``cat_size[k]`` (> 0 only at a categorical split node) counts
+the raw category values going left, stored sorted in ``cat_values`` (node after
+node, so each node's run starts at the cumulative sum of the previous sizes). At
+such a node ``threshold`` is NaN and ``missing_left`` is 0: a value in the set
+goes left; NaN, categories unseen in training (or absent from the node) and
+values that are not non-negative integers go right, with the missing values.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import scipy.sparse as sp
 from . import _kernels as K
 
 FOREST_KEYS = ("offsets", "feature", "threshold", "missing_left", "left", "right", "value",
-               "n_samples", "gain", "depth")
+               "n_samples", "gain", "depth", "cat_size", "cat_values")
 
 
 def pack_forest(trees, values) -> dict:
@@ -21,6 +28,14 @@ def pack_forest(trees, values) -> dict:
     offsets = np.zeros(len(trees) + 1, np.int64)
     offsets[1:] = np.cumsum([t.n_nodes for t in trees])
     cat = lambda key, dt: np.concatenate([np.asarray(getattr(t, key), dtype=dt) for t in trees])  # noqa: E731
+    cat_size = []
+    for t in trees:
+        size = np.zeros(t.n_nodes, np.int32)
+        for v, vals in t.cat_values.items():
+            size[v] = len(vals)
+        cat_size.append(size)
+    cat_values = [np.asarray(t.cat_values[v], np.float64) for t in trees
+                  for v in sorted(t.cat_values)]
     return {
         "offsets": offsets,
         "feature": cat("feature", np.int32),
@@ -32,6 +47,8 @@ def pack_forest(trees, values) -> dict:
         "n_samples": np.concatenate([[s[-1] for s in t.stats] for t in trees]).astype(np.float64),
         "gain": cat("gain", np.float64),
         "depth": cat("depth", np.int32),
+        "cat_size": np.concatenate(cat_size),
+        "cat_values": np.concatenate([np.empty(0)] + cat_values),
     }
 
 
@@ -39,7 +56,8 @@ def concat_forests(forests) -> dict:
     """Join forests grown in separate batches into one."""
     if len(forests) == 1:
         return forests[0]
-    out = {k: np.concatenate([f[k] for f in forests]) for k in FOREST_KEYS if k != "offsets"}
+    out = {k: np.concatenate([f[k] for f in forests]) for k in FOREST_KEYS
+           if k != "offsets" and k in forests[0]}
     sizes = [np.diff(f["offsets"]) for f in forests]
     offs = np.zeros(sum(len(s) for s in sizes) + 1, np.int64)
     offs[1:] = np.cumsum(np.concatenate(sizes))
@@ -57,9 +75,37 @@ def leaves(forest, X) -> np.ndarray:
         X = X.toarray()
     X = np.ascontiguousarray(X, dtype=np.float64)
     out = np.empty((X.shape[0], n_trees(forest)), np.int32)
+    size = forest.get("cat_size")
+    if size is None:            # a forest saved before categorical splits existed
+        size = np.zeros(forest["feature"].shape[0], np.int32)
+    values = np.ascontiguousarray(forest.get("cat_values", np.empty(0)), dtype=np.float64)
+    start = np.zeros(size.shape[0], np.int64)
+    np.cumsum(size[:-1], out=start[1:])
+    row, bitmap = _category_bitmaps(size, values)
     K.forest_leaves(X, forest["feature"], forest["threshold"], forest["missing_left"],
-                    forest["left"], forest["right"], forest["offsets"], out)
+                    forest["left"], forest["right"], forest["offsets"], start,
+                    np.ascontiguousarray(size, dtype=np.int32), values, row, bitmap, out)
     return out
+
+
+#: Largest category value (+1) for which prediction uses per-node bitmaps.
+BITMAP_CATEGORIES = 1 << 14
+
+
+def _category_bitmaps(size, values):
+    """Per categorical node a bitmap of its set (``(row per node, bitmaps)``), or an
+    empty table (binary search instead) when categories reach ``BITMAP_CATEGORIES``."""
+    row = np.full(size.shape[0], -1, np.int32)
+    if values.size == 0 or values.max() >= BITMAP_CATEGORIES:
+        return row, np.zeros((1, 0), np.uint64)
+    nodes = np.flatnonzero(size)
+    row[nodes] = np.arange(nodes.size, dtype=np.int32)
+    words = int(values.max()) // 64 + 1
+    bitmap = np.zeros((nodes.size, words), np.uint64)
+    r = np.repeat(np.arange(nodes.size), size[nodes])
+    c = values.astype(np.int64)
+    np.bitwise_or.at(bitmap, (r, c >> 6), np.left_shift(np.uint64(1), (c & 63).astype(np.uint64)))
+    return row, bitmap
 
 
 def leaf_outputs(forest, X) -> np.ndarray:

@@ -6,6 +6,10 @@ feature never depends on the others, so both modes compute the same bits and
 pick the same split (ties: lowest feature, then missing-right before
 missing-left, then lowest bin).
 
+Categorical features (``SplitParams.categorical``) are split by a set of
+categories (see :mod:`._categorical`: categories ordered by their statistic,
+prefixes scanned); the result says which bins go left as a 256-bit set per node.
+
 Criteria (``C = n_value_channels + 1``; the last channel counts rows):
 
 * ``"gh"``: channels (g, h); gain ``G_L^2/(H_L+l) + G_R^2/(H_R+l) - G^2/(H+l)``
@@ -31,6 +35,8 @@ class SplitParams:
     reg_lambda: float = 0.0
     min_samples_leaf: int = 1
     min_child_weight: float = 0.0
+    #: bool mask over all (global) features: categorical ones, or None.
+    categorical: np.ndarray | None = None
 
 
 def _xlogx(a):
@@ -38,12 +44,22 @@ def _xlogx(a):
         return np.where(a > 0, a * np.log(np.where(a > 0, a, 1.0)), 0.0)
 
 
-_FIELDS = ("gain", "feature", "bin", "missing_left", "bin_hi", "left")
+_FIELDS = ("gain", "feature", "bin", "missing_left", "bin_hi", "left", "categorical",
+           "cat_bits")
+
+#: uint64 words of a node's categorical left set (one bit per bin 0..255).
+CAT_WORDS = 4
 
 
 @dataclass
 class BestSplits:
-    """Best split of each node (gain -inf where none is valid)."""
+    """Best split of each node (gain -inf where none is valid).
+
+    A categorical split (``categorical[s]``) sends a row left when bit ``b`` of
+    ``cat_bits[s]`` is set for its bin ``b`` (bit ``b & 63`` of word ``b >> 6``;
+    bin 0, missing, is never set: missing values and categories absent from the
+    node go right); ``bin``/``bin_hi`` are then unused and ``missing_left`` False.
+    """
 
     gain: np.ndarray           # (S,)
     feature: np.ndarray        # (S,) global feature index, -1 if none
@@ -51,12 +67,30 @@ class BestSplits:
     missing_left: np.ndarray   # (S,) bool
     bin_hi: np.ndarray         # (S,) next non-empty value bin after `bin`, -1 if none
     left: np.ndarray           # (S, C) stats of the left child
+    categorical: np.ndarray | None = None   # (S,) bool
+    cat_bits: np.ndarray | None = None      # (S, CAT_WORDS) uint64 left set
+
+    def __post_init__(self):
+        n = len(self.gain)
+        if self.categorical is None:
+            self.categorical = np.zeros(n, bool)
+        if self.cat_bits is None:
+            self.cat_bits = np.zeros((n, CAT_WORDS), np.uint64)
 
     @classmethod
     def empty(cls, n_nodes: int, n_channels: int) -> BestSplits:
         return cls(np.full(n_nodes, -np.inf), np.full(n_nodes, -1, np.int64),
                    np.zeros(n_nodes, np.int64), np.zeros(n_nodes, bool),
                    np.full(n_nodes, -1, np.int64), np.zeros((n_nodes, n_channels)))
+
+    def take(self, idx) -> BestSplits:
+        """The rows ``idx`` (a reordering or selection of nodes)."""
+        return BestSplits(*(getattr(self, n)[idx] for n in _FIELDS))
+
+    def put(self, idx, other: BestSplits) -> None:
+        """Set rows ``idx`` from ``other`` (row for row)."""
+        for name in _FIELDS:
+            getattr(self, name)[idx] = getattr(other, name)
 
     def copy(self) -> BestSplits:
         return BestSplits(*(np.array(getattr(self, n)) for n in _FIELDS))
@@ -73,12 +107,30 @@ class BestSplits:
 _CRIT = {"gh": 0, "mse": 1, "gini": 2, "entropy": 3}
 
 
+def _categorical_slots(params: SplitParams, S, F, feature_offset, feature_ids):
+    """(S, F) bool: which histogram columns hold a categorical feature, or None."""
+    cat = params.categorical
+    if cat is None:
+        return None
+    cat = np.asarray(cat, dtype=bool)
+    if not cat.any():
+        return None
+    if feature_ids is not None:
+        ids = np.asarray(feature_ids)
+        out = cat[np.maximum(ids, 0)] & (ids >= 0)
+    else:
+        out = np.broadcast_to(cat[feature_offset:feature_offset + F], (S, F))
+    return out if out.any() else None
+
+
 def find_best_splits(hist, totals, params: SplitParams, feature_mask=None,
-                     feature_offset: int = 0) -> BestSplits:
+                     feature_offset: int = 0, feature_ids=None) -> BestSplits:
     """Best split per node of ``hist`` (S, F, B, C) given node ``totals`` (S, C).
 
     ``feature_mask`` (S, F) bool limits the candidate features of each node.
     Feature indices are reported as ``feature_offset + local index``.
+    ``feature_ids`` (S, F) int: the global feature of each histogram column when
+    axis 1 is a per-node subset (-1 pads); only used to tell categorical columns.
     """
     S, F, B, C = hist.shape
     out = BestSplits.empty(S, C)
@@ -86,12 +138,30 @@ def find_best_splits(hist, totals, params: SplitParams, feature_mask=None,
         return out
     fmask = (np.ones((S, F), np.bool_) if feature_mask is None
              else np.ascontiguousarray(feature_mask, dtype=np.bool_))
+    cat_slots = _categorical_slots(params, S, F, feature_offset, feature_ids)
+    if cat_slots is not None:
+        cat_mask = np.ascontiguousarray(fmask & cat_slots)
+        fmask = np.ascontiguousarray(fmask & ~cat_slots)
     mleft = np.zeros(S, np.int64)
     K.best_splits(np.ascontiguousarray(hist), np.ascontiguousarray(totals, dtype=np.float64),
                   fmask, _CRIT[params.criterion], float(params.reg_lambda),
                   float(max(1, params.min_samples_leaf)), float(params.min_child_weight),
                   out.gain, out.feature, out.bin, mleft, out.bin_hi, out.left)
     out.missing_left[:] = mleft == 1
+    if cat_slots is not None and cat_mask.any():
+        from ._categorical import best_categorical_splits
+
+        cbest = BestSplits.empty(S, C)
+        best_categorical_splits(
+            np.ascontiguousarray(hist), np.ascontiguousarray(totals, dtype=np.float64), cat_mask,
+            _CRIT[params.criterion], float(params.reg_lambda),
+            float(max(1, params.min_samples_leaf)), float(params.min_child_weight),
+            cbest.gain, cbest.feature, cbest.left, cbest.cat_bits)
+        cbest.categorical[:] = cbest.feature >= 0
+        # Same tie rule as one scan over the features in order: the lower feature.
+        better = (cbest.feature >= 0) & ((cbest.gain > out.gain) | (
+            (cbest.gain == out.gain) & ((out.feature < 0) | (cbest.feature < out.feature))))
+        out.put(better, cbest.take(better))
     found = out.feature >= 0
     out.feature[found] += feature_offset
     return out

@@ -1,0 +1,37 @@
+"""Per-row values on a power-of-two grid, so that histogram sums are exact.
+
+Histograms are sums of per-row channels (gradients, class weights, targets).
+In floating point such sums depend on the order of the additions, which is why
+they used to be folded shard by shard on the coordinator. If every value is an
+integer multiple of a power of two ``q`` and every partial sum stays below
+``2**53 * q``, each addition is exact: any grouping gives the same bits. Then a
+worker may sum the histograms of all its shards before sending one (fewer bytes,
+less work on the coordinator), the sibling ``parent - child`` is exact, and the
+model is still bit-identical on any engine and worker count.
+
+``q`` comes from a bound on the sum's magnitude that the coordinator knows before
+the pass (row count times the largest per-row value), so it does not depend on
+how the rows are sharded. Rounding each row to the grid changes it by at most
+``q / 2``: for ``n`` rows that is about ``n * 1.1e-16`` of the largest value,
+below what float64 summation itself loses.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def grid(max_abs_value: float, n_terms: float) -> float:
+    """Power-of-two step ``q`` for sums of ``n_terms`` values of magnitude <= ``max_abs_value``."""
+    bound = float(max_abs_value) * float(max(n_terms, 1.0))
+    if not math.isfinite(bound) or bound <= 0.0:
+        return 1.0
+    # 2**53 * q > bound: every multiple of q up to the bound is a float64.
+    return math.ldexp(1.0, math.frexp(bound)[1] - 52)
+
+
+def snap(values: np.ndarray, q: float) -> np.ndarray:
+    """``values`` rounded to the nearest multiple of ``q`` (exact scaling: q is 2**k)."""
+    return np.round(np.asarray(values, dtype=np.float64) / q) * q
