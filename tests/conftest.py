@@ -46,3 +46,13 @@ def ray_session(ray_cluster):
 def local_session():
     with session("local", n_workers=2) as s:
         yield s
+
+
+@pytest.fixture
+def local_two_workers():
+    """Two in-process workers, with reference libraries (scikit-learn, XGBoost) held to
+    one thread each: their OpenMP pools would oversubscribe a shared machine."""
+    from threadpoolctl import threadpool_limits
+
+    with session("local", n_workers=2) as s, threadpool_limits(limits=1):
+        yield s

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from sklearn import ensemble as ske
 from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
 
 import shardlearn
 from shardlearn.algorithms.tree.binning import bin_matrix, feature_summaries, merge_summaries
@@ -26,25 +25,12 @@ from shardlearn.ensemble import (
     RandomForestRegressor,
 )
 from shardlearn.runtime import steps_started
-from shardlearn.testing import session
+from shardlearn.testing import assert_same_forest, session
 from shardlearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 POSITIVE = [0, 3, 5, 8]
 
 
-@pytest.fixture
-def local():
-    shardlearn.init("local", n_workers=2)
-    # Reference libraries on one thread each: OpenMP pools oversubscribe a shared machine.
-    with threadpool_limits(limits=1):
-        yield
-    shardlearn.shutdown()
-
-
-def _same_forest(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
 def _sets(forest):
@@ -115,7 +101,7 @@ def test_categorical_bins_are_exact_whatever_the_shards():
 
 
 # -- split search -----------------------------------------------------------------------
-def test_depth_one_tree_separates_a_non_monotone_category(local):
+def test_depth_one_tree_separates_a_non_monotone_category(local_two_workers):
     X, y = _non_monotone()
     t = DecisionTreeClassifier(max_depth=1, categorical_features=[0]).fit(X, y)
     assert t.score(X, y) == 1.0
@@ -156,7 +142,7 @@ def _best_partition_gain(x, y, w, kind):
 
 
 @pytest.mark.parametrize("kind", ["mse", "gini"])
-def test_prefix_scan_finds_the_best_of_all_partitions(kind, local):
+def test_prefix_scan_finds_the_best_of_all_partitions(kind, local_two_workers):
     """Fisher/Breiman: for squared error and two-class Gini the best prefix of the
     ordered categories is the best of all 2^(m-1) partitions."""
     rng = np.random.default_rng(3)
@@ -175,7 +161,7 @@ def test_prefix_scan_finds_the_best_of_all_partitions(kind, local):
     np.testing.assert_allclose(est.forest_["gain"][0], ref, rtol=1e-9)
 
 
-def test_multiclass_tree_and_forest_use_categories(local):
+def test_multiclass_tree_and_forest_use_categories(local_two_workers):
     rng = np.random.default_rng(4)
     n = 4000
     c = rng.integers(0, 15, n).astype(float)
@@ -206,7 +192,7 @@ OUR_SETTINGS = dict(n_estimators=60, max_depth=4, min_samples_leaf=20, reg_lambd
                     learning_rate=0.1, max_bins=255, random_state=0)
 
 
-def test_boosting_with_categories_matches_hist_gradient_boosting(local):
+def test_boosting_with_categories_matches_hist_gradient_boosting(local_two_workers):
     """Same settings (60 rounds, depth 4, min_samples_leaf 20, no L2, learning rate 0.1,
     255 bins): AUC / R^2 within 0.005 of HGB's; undeclared, the codes as numbers do worse."""
     X, y = _mixed(8000, 0)
@@ -235,7 +221,7 @@ def test_boosting_with_categories_matches_hist_gradient_boosting(local):
 
 # -- missing values, unseen categories, saving, export ------------------------------------
 @pytest.mark.parametrize("nan_label", [0, 1])
-def test_missing_and_unseen_categories_go_to_the_missing_side(nan_label, local):
+def test_missing_and_unseen_categories_go_to_the_missing_side(nan_label, local_two_workers):
     X, y = _non_monotone(nan_frac=0.1, nan_label=nan_label)
     t = DecisionTreeClassifier(max_depth=1, categorical_features=[0]).fit(X, y)
     assert t.score(X, y) == 1.0
@@ -249,7 +235,7 @@ def test_missing_and_unseen_categories_go_to_the_missing_side(nan_label, local):
     assert g.score(X, y) == 1.0 and (g.predict(odd) == nan_label).all()
 
 
-def test_save_load_and_sparse_and_dataframe_input(local, tmp_path):
+def test_save_load_and_sparse_and_dataframe_input(local_two_workers, tmp_path):
     pd = pytest.importorskip("pandas")
     import scipy.sparse as sp
 
@@ -262,22 +248,22 @@ def test_save_load_and_sparse_and_dataframe_input(local, tmp_path):
         back = shardlearn.load(tmp_path / type(est).__name__)
         np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
         np.testing.assert_array_equal(back.is_categorical_, est.is_categorical_)
-        _same_forest(back.forest_, est.forest_)
+        assert_same_forest(back.forest_, est.forest_)
     # Feature names and CSR input give the same model as column indices on dense input.
     df = pd.DataFrame(X, columns=["a", "b", "u", "v", "w"])
     ref = GradientBoostingRegressor(n_estimators=4, categorical_features=[0, 1]).fit(X, y)
     by_name = GradientBoostingRegressor(n_estimators=4, categorical_features=["a", "b"]).fit(df, y)
-    _same_forest(ref.forest_, by_name.forest_)
+    assert_same_forest(ref.forest_, by_name.forest_)
     Xs = np.nan_to_num(X, nan=0.0)
     dense = DecisionTreeRegressor(max_depth=4, categorical_features=[0, 1]).fit(Xs, y)
     sparse = DecisionTreeRegressor(max_depth=4, categorical_features=[0, 1]).fit(
         sp.csr_matrix(Xs), y)
-    _same_forest(dense.forest_, sparse.forest_)
+    assert_same_forest(dense.forest_, sparse.forest_)
     np.testing.assert_array_equal(sparse.predict(sp.csr_matrix(Xs)), dense.predict(Xs))
 
 
 @pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
-def test_xgboost_export_with_categorical_splits_predicts_the_same(kind, local, tmp_path):
+def test_xgboost_export_with_categorical_splits_predicts_the_same(kind, local_two_workers, tmp_path):
     xgb = pytest.importorskip("xgboost")
     X, y = _mixed(2000, 3, regression=kind == "regression")
     if kind == "multiclass":
@@ -308,7 +294,7 @@ def test_xgboost_export_with_categorical_splits_predicts_the_same(kind, local, t
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_large_category_codes_predict_but_do_not_export(local):
+def test_large_category_codes_predict_but_do_not_export(local_two_workers):
     X, y = _non_monotone()
     X[:, 0] = X[:, 0] * 1e8            # codes 0, 1e8, 2e8, ...: fine here
     g = GradientBoostingClassifier(n_estimators=3, max_depth=2, categorical_features=[0]).fit(X, y)
@@ -351,16 +337,16 @@ def _small():
             Dataset.from_arrays(X, y_multi, n_shards=3, allow_nan=True))
 
 
-def test_data_and_feature_parallel_give_identical_forests(local):
+def test_data_and_feature_parallel_give_identical_forests(local_two_workers):
     ds, ds_multi = _small()
     a = _fit_all(ds, ds_multi, "data")
     b = _fit_all(ds, ds_multi, "feature")
     for name in a:
         assert a[name]["cat_size"].any(), name
-        _same_forest(a[name], b[name])
+        assert_same_forest(a[name], b[name])
 
 
-def test_levels_in_several_passes_carry_the_category_sets(local, monkeypatch):
+def test_levels_in_several_passes_carry_the_category_sets(local_two_workers, monkeypatch):
     """Over the histogram budget a level is searched in several passes; the merged
     best splits keep their left sets (same model as in one pass)."""
     from shardlearn.algorithms.tree import grower
@@ -398,7 +384,7 @@ def test_bit_identical_on_engines_and_worker_counts(engine):
         got = _fit_all(ds, ds_multi, parallel)
         for name, forest in got.items():
             ref = _REFERENCE.setdefault(name, forest)
-            _same_forest(forest, ref)
+            assert_same_forest(forest, ref)
 
 
 # -- bad input -----------------------------------------------------------------------------
@@ -407,7 +393,7 @@ def test_bit_identical_on_engines_and_worker_counts(engine):
     "scalar", "names_without_frame", "negative_value", "fractional_value", "inf_value",
     "too_many_categories", "sparse_bad_value",
 ])
-def test_bad_categorical_input_fails_before_work(case, local):
+def test_bad_categorical_input_fails_before_work(case, local_two_workers):
     import scipy.sparse as sp
 
     rng = np.random.default_rng(0)
@@ -459,7 +445,7 @@ def test_bad_categorical_input_fails_before_work(case, local):
     np.testing.assert_array_equal(y, y_before)
 
 
-def test_bad_names_and_file_data_errors(local, tmp_path):
+def test_bad_names_and_file_data_errors(local_two_workers, tmp_path):
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.integers(0, 6, 300), rng.normal(size=300)]).astype(float)

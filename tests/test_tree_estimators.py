@@ -13,7 +13,6 @@ from sklearn import ensemble as ske
 from sklearn import tree as skt
 from sklearn.datasets import make_classification, make_regression
 from sklearn.metrics import roc_auc_score
-from threadpoolctl import threadpool_limits
 
 import shardlearn
 from shardlearn.data import Dataset
@@ -24,24 +23,13 @@ from shardlearn.ensemble import (
     RandomForestRegressor,
 )
 from shardlearn.runtime import steps_started
+from shardlearn.testing import assert_same_forest
 from shardlearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(autouse=True)
-def _local():
-    shardlearn.init("local", n_workers=2)
-    # Reference libraries on one thread each: OpenMP pools oversubscribe a shared machine.
-    with threadpool_limits(limits=1):
-        yield
-    shardlearn.shutdown()
-
-
-def _same_forest(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+pytestmark = pytest.mark.usefixtures("local_two_workers")
 
 
 def _integer_data(seed, n=3000, d=6, classes=False):
@@ -202,7 +190,7 @@ def test_data_and_feature_parallel_identical(make):
     ds = Dataset.from_arrays(X, y, n_shards=3, allow_nan=True)
     a = make().fit(ds)
     b = make().set_params(parallel="feature").fit(ds)
-    _same_forest(a.forest_, b.forest_)
+    assert_same_forest(a.forest_, b.forest_)
     np.testing.assert_array_equal(a.predict(X), b.predict(X))
     assert b.fit_report_.extra["parallel"] == "feature"
     if hasattr(a, "oob_score_"):
@@ -311,7 +299,7 @@ def test_fit_report_and_subsample_changes_model():
     assert not np.array_equal(s.forest_["threshold"], g.forest_["threshold"])
     s2 = GradientBoostingClassifier(n_estimators=5, max_depth=3, subsample=0.5,
                                     random_state=0).fit(X, y)
-    _same_forest(s.forest_, s2.forest_)
+    assert_same_forest(s.forest_, s2.forest_)
 
 
 # -- bad input: clear errors before any worker runs -------------------------------------------
@@ -400,4 +388,4 @@ def test_levels_over_the_histogram_budget_run_in_several_passes(make, monkeypatc
     np.testing.assert_array_equal(small.forest_["threshold"], ref.forest_["threshold"])
     np.testing.assert_allclose(small.forest_["value"], ref.forest_["value"], rtol=1e-9, atol=1e-12)
     feat = make().set_params(parallel="feature").fit(ds)
-    _same_forest(small.forest_, feat.forest_)
+    assert_same_forest(small.forest_, feat.forest_)

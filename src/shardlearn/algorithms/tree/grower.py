@@ -297,7 +297,8 @@ class Grower:
         cand = []
         for idx, (t, v) in enumerate(frontier):
             g = best.gain[idx]
-            if not np.isfinite(g) or not self._may_split(trees[t], v):
+            # Children entered the frontier only if they may split; roots are checked here.
+            if not np.isfinite(g) or (v == 0 and not self._may_split(trees[t], v)):
                 continue
             if cfg.split.criterion == "gh":
                 if g <= 0.0:
