@@ -20,66 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
-@njit(nogil=True, cache=True)
-def _accumulate(Xb, vals, w, pos, slot, hist, totals):
-    n_trees, n = pos.shape
-    n_feat = Xb.shape[1]
-    cv = vals.shape[2]
-    tv = vals.shape[0]
-    tw = w.shape[0]
-    S, F, B, C = hist.shape
-    flat = hist.reshape(S * F * B * C)
-    node_len = F * B * C
-    rowv = np.empty(C)
-    for t in range(n_trees):
-        vt = t if tv > 1 else 0
-        wt = t if tw > 1 else 0
-        slot_t = slot[t]
-        pos_t = pos[t]
-        w_t = w[wt]
-        vals_t = vals[vt]
-        for i in range(n):
-            s = slot_t[pos_t[i]]
-            if s < 0:
-                continue
-            wi = w_t[i]
-            if wi == 0.0:
-                continue
-            base = s * node_len
-            xi = Xb[i]
-            if C == 3:
-                g0 = vals_t[i, 0] * wi
-                g1 = vals_t[i, 1] * wi
-                totals[s, 0] += g0
-                totals[s, 1] += g1
-                totals[s, 2] += 1.0
-                for f in range(n_feat):
-                    o = base + (f * B + xi[f]) * 3
-                    flat[o] += g0
-                    flat[o + 1] += g1
-                    flat[o + 2] += 1.0
-            else:
-                for c in range(cv):
-                    rowv[c] = vals_t[i, c] * wi
-                rowv[cv] = 1.0
-                for c in range(C):
-                    totals[s, c] += rowv[c]
-                for f in range(n_feat):
-                    o = base + (f * B + xi[f]) * C
-                    for c in range(C):
-                        flat[o + c] += rowv[c]
-
-
-@njit(nogil=True, cache=True)
-def build_histograms(Xb, vals, w, pos, slot, hist, totals):
-    """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
-
-    Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
-    exact and the order of the additions does not matter.
-    """
-    _accumulate(Xb, vals, w, pos, slot, hist, totals)
-    return hist
+# The histogram passes live in their own module; callers reach them through this one.
+from ._hist_kernels import build_histograms, build_histograms_subset, split_and_build  # noqa: F401
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -265,6 +207,10 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
     node has missing values. Outputs are filled in place (feat = local index).
     """
     S, F, B, C = hist.shape
+    if crit == 0 and C == 3:
+        _best_splits_gh(hist, totals, fmask, lam, msl, mcw, gain, feat, sbin, mleft, left)
+        _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
+        return
     cnt = C - 1
     L = np.empty(C)
     R = np.empty(C)
@@ -299,7 +245,66 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
                         for c in range(C):
                             left[s, c] = L[c]
         gain[s] = best
-        if best == -np.inf:
+    _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
+
+
+@njit(nogil=True, cache=True)
+def _best_splits_gh(hist, totals, fmask, lam, msl, mcw, gain, feat, sbin, mleft, left):
+    """:func:`best_splits` for boosting's (g, h, count) channels, with the channel
+    loops written out: the same additions in the same order, so the same bits."""
+    S, F, B, _ = hist.shape
+    for s in range(S):
+        best = -np.inf
+        tg, th, tc = totals[s, 0], totals[s, 1], totals[s, 2]
+        hp = th + lam
+        P = tg * tg / hp if hp > 0.0 else 0.0
+        for f in range(F):
+            if not fmask[s, f]:
+                continue
+            hf = hist[s, f]
+            for opt in range(2):
+                if opt == 1 and hf[0, 2] == 0.0:
+                    continue
+                lg = hf[0, 0] if opt == 1 else 0.0
+                lh = hf[0, 1] if opt == 1 else 0.0
+                lc = hf[0, 2] if opt == 1 else 0.0
+                for k in range(1, B):
+                    lg += hf[k, 0]
+                    lh += hf[k, 1]
+                    lc += hf[k, 2]
+                    if hf[k, 2] == 0.0:
+                        continue
+                    rg = tg - lg
+                    rh = th - lh
+                    rc = tc - lc
+                    if rc < msl:
+                        break
+                    if lc < msl:
+                        continue
+                    if mcw > 0.0 and (lh < mcw or rh < mcw):
+                        continue
+                    hl = lh + lam
+                    hr = rh + lam
+                    g = ((lg * lg / hl if hl > 0.0 else 0.0)
+                         + (rg * rg / hr if hr > 0.0 else 0.0)) - P
+                    if g > best:
+                        best = g
+                        feat[s] = f
+                        sbin[s] = k
+                        mleft[s] = opt
+                        left[s, 0] = lg
+                        left[s, 1] = lh
+                        left[s, 2] = lc
+        gain[s] = best
+
+
+@njit(nogil=True, cache=True)
+def _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left):
+    """The next non-empty bin after each best split, and where unseen missing values go."""
+    S, F, B, C = hist.shape
+    cnt = C - 1
+    for s in range(S):
+        if gain[s] == -np.inf:
             feat[s] = -1
             continue
         f = feat[s]
@@ -312,52 +317,3 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
         if hist[s, f, 0, cnt] == 0.0:
             # No missing values here in training: send them to the larger child.
             mleft[s] = 1 if left[s, cnt] >= totals[s, cnt] - left[s, cnt] else 0
-
-
-@njit(nogil=True, cache=True)
-def _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals):
-    n_trees, n = pos.shape
-    n_feat = Xb.shape[1]
-    cv = vals.shape[2]
-    tv = vals.shape[0]
-    tw = w.shape[0]
-    S, Kf, B, C = hist.shape
-    flat = hist.reshape(S * Kf * B * C)
-    node_len = Kf * B * C
-    rowv = np.empty(C)
-    for t in range(n_trees):
-        vt = t if tv > 1 else 0
-        wt = t if tw > 1 else 0
-        slot_t = slot[t]
-        pos_t = pos[t]
-        w_t = w[wt]
-        vals_t = vals[vt]
-        for i in range(n):
-            s = slot_t[pos_t[i]]
-            if s < 0:
-                continue
-            wi = w_t[i]
-            if wi == 0.0:
-                continue
-            for c in range(cv):
-                rowv[c] = vals_t[i, c] * wi
-            rowv[cv] = 1.0
-            for c in range(C):
-                totals[s, c] += rowv[c]
-            base = s * node_len
-            xi = Xb[i]
-            for j in range(Kf):
-                f = feats[s, j] - col_offset
-                if feats[s, j] < 0 or f < 0 or f >= n_feat:
-                    continue
-                o = base + (j * B + xi[f]) * C
-                for c in range(C):
-                    flat[o + c] += rowv[c]
-
-
-@njit(nogil=True, cache=True)
-def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals):
-    """:func:`build_histograms` for only the features ``feats[slot]`` of each node
-    (histogram axis 1 follows ``feats``; ids < 0 and columns not held here are skipped)."""
-    _accumulate_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals)
-    return hist

@@ -1,0 +1,233 @@
+"""Numba histogram kernels: one pass over a shard's rows per level.
+
+Layouts are those of :mod:`._kernels`. One loop serves every case: all
+features or a per-node subset (``feats``), and optionally the previous
+level's splits applied to each row just before it is counted, so a level
+reads every row once (moving rows in a separate pass costs about as much as
+a quarter of the histogram work). Categorical splits are moved by
+:func:`._kernels.apply_splits` first; they are rare, and the plain
+threshold test keeps this loop short.
+
+Why the loop looks as it does: the per-tree rows of every table are taken
+once per tree (2-D lookups in the row loop cost about 20%), the common case
+of two value channels plus a count is written out by hand, and rows of nodes
+that are not built this level are skipped before any other load.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+@njit(nogil=True, cache=True)
+def _hist_rows(Xb, vals, w, pos, slot, feats, col_offset, hist, totals, move, feature,
+               split_bin, missing_left, left, right):
+    n_trees, n = pos.shape
+    n_feat = Xb.shape[1]
+    cv = vals.shape[2]
+    tv = vals.shape[0]
+    tw = w.shape[0]
+    S, Fh, B, C = hist.shape
+    flat = hist.reshape(S * Fh * B * C)
+    node_len = Fh * B * C
+    compact = feats.shape[0] > 0
+    Kf = feats.shape[1]
+    rowv = np.empty(C)
+    for t in range(n_trees):
+        vals_t = vals[t if tv > 1 else 0]
+        w_t = w[t if tw > 1 else 0]
+        slot_t = slot[t]
+        pos_t = pos[t]
+        feat_t = feature[t if move else 0]
+        sbin_t = split_bin[t if move else 0]
+        mleft_t = missing_left[t if move else 0]
+        left_t = left[t if move else 0]
+        right_t = right[t if move else 0]
+        for i in range(n):
+            node = pos_t[i]
+            if move:
+                f = feat_t[node]
+                if f >= 0:
+                    b = Xb[i, f]
+                    go_left = (mleft_t[node] != 0) if b == 0 else (b <= sbin_t[node])
+                    node = left_t[node] if go_left else right_t[node]
+                    pos_t[i] = node
+            s = slot_t[node]
+            if s < 0:
+                continue
+            wi = w_t[i]
+            if wi == 0.0:
+                continue
+            base = s * node_len
+            xi = Xb[i]
+            if C == 3:
+                g0 = vals_t[i, 0] * wi
+                g1 = vals_t[i, 1] * wi
+                totals[s, 0] += g0
+                totals[s, 1] += g1
+                totals[s, 2] += 1.0
+                if compact:
+                    fs = feats[s]
+                    for j in range(Kf):
+                        f = fs[j] - col_offset
+                        if f < 0 or f >= n_feat:
+                            continue
+                        o = base + (j * B + xi[f]) * 3
+                        flat[o] += g0
+                        flat[o + 1] += g1
+                        flat[o + 2] += 1.0
+                else:
+                    for f in range(n_feat):
+                        o = base + (f * B + xi[f]) * 3
+                        flat[o] += g0
+                        flat[o + 1] += g1
+                        flat[o + 2] += 1.0
+            else:
+                for c in range(cv):
+                    rowv[c] = vals_t[i, c] * wi
+                rowv[cv] = 1.0
+                for c in range(C):
+                    totals[s, c] += rowv[c]
+                if compact:
+                    fs = feats[s]
+                    for j in range(Kf):
+                        f = fs[j] - col_offset
+                        if f < 0 or f >= n_feat:
+                            continue
+                        o = base + (j * B + xi[f]) * C
+                        for c in range(C):
+                            flat[o + c] += rowv[c]
+                else:
+                    for f in range(n_feat):
+                        o = base + (f * B + xi[f]) * C
+                        for c in range(C):
+                            flat[o + c] += rowv[c]
+
+
+@njit(nogil=True, cache=True)
+def _hist_staged(Xb, vals, w, pos, slot, hist, totals, move, feature, split_bin, missing_left,
+                 left, right):
+    """One tree, every feature, several nodes: rows are first copied out grouped by
+    node, then each node's histogram is built from a contiguous block.
+
+    Rows of different nodes interleave in the shard, so building all nodes in one
+    pass touches every node's histogram at random (several MB: L2 misses); one node
+    at a time keeps its histogram hot and costs a copy of the counted rows.
+    """
+    n = pos.shape[1]
+    n_feat = Xb.shape[1]
+    S, Fh, B, C = hist.shape
+    cv = vals.shape[2]
+    vals_t = vals[0]
+    w_t = w[0]
+    slot_t = slot[0]
+    pos_t = pos[0]
+    sl = np.empty(n, np.int32)
+    start = np.zeros(S + 1, np.int64)
+    for i in range(n):
+        node = pos_t[i]
+        if move:
+            f = feature[0, node]
+            if f >= 0:
+                b = Xb[i, f]
+                go_left = (missing_left[0, node] != 0) if b == 0 else (b <= split_bin[0, node])
+                node = left[0, node] if go_left else right[0, node]
+                pos_t[i] = node
+        s = slot_t[node]
+        if w_t[i] == 0.0:
+            s = -1
+        sl[i] = s
+        if s >= 0:
+            start[s + 1] += 1
+    for s in range(S):
+        start[s + 1] += start[s]
+    m = start[S]
+    bx = np.empty((m, n_feat), np.uint8)
+    bv = np.empty((m, cv))
+    fill = start[:S].copy()
+    for i in range(n):
+        s = sl[i]
+        if s < 0:
+            continue
+        j = fill[s]
+        fill[s] = j + 1
+        for f in range(n_feat):
+            bx[j, f] = Xb[i, f]
+        wi = w_t[i]
+        for c in range(cv):
+            bv[j, c] = vals_t[i, c] * wi
+    rowv = np.empty(C)
+    for s in range(S):
+        h = hist[s].reshape(Fh * B * C)
+        for c in range(cv):
+            acc = 0.0
+            for j in range(start[s], start[s + 1]):
+                acc += bv[j, c]
+            totals[s, c] += acc
+        totals[s, cv] += start[s + 1] - start[s]
+        for j in range(start[s], start[s + 1]):
+            xj = bx[j]
+            if C == 3:
+                g0 = bv[j, 0]
+                g1 = bv[j, 1]
+                for f in range(n_feat):
+                    o = (f * B + xj[f]) * 3
+                    h[o] += g0
+                    h[o + 1] += g1
+                    h[o + 2] += 1.0
+            else:
+                for c in range(cv):
+                    rowv[c] = bv[j, c]
+                rowv[cv] = 1.0
+                for f in range(n_feat):
+                    o = (f * B + xj[f]) * C
+                    for c in range(C):
+                        h[o + c] += rowv[c]
+
+
+_NO_FEATS = np.zeros((0, 0), np.int32)
+_NO_MOVES = np.zeros((1, 1), np.int32)
+
+
+def build_histograms(Xb, vals, w, pos, slot, hist, totals):
+    """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
+
+    Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
+    exact and the order of the additions does not matter.
+    """
+    m = _NO_MOVES
+    if _staged(pos, hist, None):
+        _hist_staged(Xb, vals, w, pos, slot, hist, totals, False, m, m, m, m, m)
+    else:
+        _hist_rows(Xb, vals, w, pos, slot, _NO_FEATS, 0, hist, totals, False, m, m, m, m, m)
+    return hist
+
+
+def _staged(pos, hist, feats):
+    # One node's histogram (about 170 KB for 28 features) stays in cache by itself.
+    return pos.shape[0] == 1 and hist.shape[0] > 1 and feats is None
+
+
+def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, totals):
+    """:func:`build_histograms` for only the features ``feats[slot]`` of each node
+    (histogram axis 1 follows ``feats``; ids < 0 and columns not held here are skipped)."""
+    m = _NO_MOVES
+    _hist_rows(Xb, vals, w, pos, slot, feats, col_offset, hist, totals, False, m, m, m, m, m)
+    return hist
+
+
+def split_and_build(Xb, vals, w, pos, feature, split_bin, missing_left, left, right, slot,
+                    hist, totals, feats=None):
+    """Move each row to the child of its node's (threshold) split, then count it.
+
+    Data-parallel only: the shard holds every feature. ``feats`` as in
+    :func:`build_histograms_subset`.
+    """
+    if _staged(pos, hist, feats):
+        _hist_staged(Xb, vals, w, pos, slot, hist, totals, True, feature, split_bin,
+                     missing_left, left, right)
+    else:
+        _hist_rows(Xb, vals, w, pos, slot, _NO_FEATS if feats is None else feats, 0, hist,
+                   totals, True, feature, split_bin, missing_left, left, right)
+    return hist
