@@ -37,6 +37,12 @@ def _models():
                                                  parallel="feature"),
         "forest": RandomForestClassifier(n_estimators=4, max_depth=5, oob_score=True,
                                          random_state=0),
+        # Per-tree class weights from bootstrap counts summed over the shards.
+        "forest_subsample": RandomForestClassifier(n_estimators=3, max_depth=5,
+                                                   class_weight="balanced_subsample",
+                                                   random_state=0),
+        "gbt_balanced": GradientBoostingClassifier(n_estimators=3, max_depth=3,
+                                                   class_weight="balanced", random_state=0),
     }
 
 

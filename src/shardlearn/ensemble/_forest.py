@@ -13,9 +13,11 @@ from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_forest
 from ..tree._base import (
     CATEGORICAL_DOC,
+    CLASS_WEIGHT_DOC,
     COMMON_CONSTRAINTS,
     TREE_CONSTRAINTS,
     HistTreeMixin,
+    class_weight_vector,
     resolve_max_features,
 )
 
@@ -32,6 +34,12 @@ _DOC = """
     max_features : int, float, {"sqrt", "log2"} or None
         Candidate features drawn per node. Default "sqrt" (classifier), 1.0 (regressor).
     max_leaf_nodes : int, default=None
+        None: trees grow level-wise. Else each tree grows best-first, as
+        scikit-learn's trees do with this parameter: it splits the leaf whose best
+        split decreases the impurity most (ties: the leaf created first) until it
+        has ``max_leaf_nodes`` leaves or no leaf may split. Each pass over the data
+        splits one leaf of every tree of the batch still growing; ``max_depth`` and
+        the other limits still apply.
     bootstrap : bool, default=True
         Each tree sees every row with a Poisson(1) count drawn on the worker from
         (seed, tree, shard): a bootstrap without copying data.
@@ -41,7 +49,9 @@ _DOC = """
         Trees grown together in the same passes over the data (default: up to 64).
     random_state : int, RandomState or None, default=None
     max_bins : int, default=255
-    parallel : {"data", "feature"}, default="data\"""" + CATEGORICAL_DOC + """
+    parallel : {"data", "feature"}, default="data\"""" + CATEGORICAL_DOC
+
+_DOC_ATTRIBUTES = """
 
     Attributes
     ----------
@@ -85,6 +95,7 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
         if self.oob_score and not self.bootstrap:
             raise ValueError("Out of bag estimation only available if bootstrap=True.")
         dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        cw = self._forest_class_weight(dataset, classes) if self._classifier else None
         cat = self._categorical_for_fit(dataset)
         mf = resolve_max_features(self.max_features, dataset.n_features)
         crit = "entropy" if self.criterion == "log_loss" else self.criterion
@@ -97,7 +108,7 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
             max_leaf_nodes=self.max_leaf_nodes, seed=self._seed(), max_bins=self.max_bins,
             parallel=self.parallel, oob_score=self.oob_score,
             trees_per_pass=self.trees_per_pass, estimator=type(self).__name__,
-            categorical=cat if cat.any() else None)
+            categorical=cat if cat.any() else None, class_weight=cw)
         if classes is not None:
             self.classes_ = classes
             self.n_classes_ = len(classes)
@@ -110,6 +121,14 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
             self._set_oob(dataset, classes, *fit.oob)
         return self
 
+    def _forest_class_weight(self, dataset, classes):
+        cw = self._class_weight_for_fit(dataset, classes)
+        if isinstance(cw, str) and not self.bootstrap:
+            # Every tree sees every row: "balanced_subsample" is "balanced" (as in
+            # scikit-learn).
+            return class_weight_vector("balanced", classes, dataset.labels())
+        return cw
+
     def _mean_output(self, X):
         return self._leaf_outputs(X).mean(axis=1)
 
@@ -121,10 +140,15 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
 class RandomForestClassifier(ClassifierMixin, _BaseForest):
     __doc__ = """A random forest classifier grown from per-shard histograms.
 
-    All trees of a pass grow level-wise together: one pass over the data per level
-    serves every tree. Bootstrap samples are per-row Poisson(1) weights drawn on the
+    All trees of a pass grow together: one pass over the data per level (or, with
+    ``max_leaf_nodes``, per best-first split) serves every tree. Bootstrap samples are per-row Poisson(1) weights drawn on the
     workers; features are subsampled per node on the coordinator.
-""" + _DOC + """
+""" + _DOC + CLASS_WEIGHT_DOC.format(
+    kinds='dict, "balanced", "balanced_subsample" or None',
+    extra="""
+        ``"balanced_subsample"``: the same per tree, from the rows of its
+        bootstrap sample, each counted as often as it is drawn (its Poisson
+        count); with ``bootstrap=False`` it is ``"balanced"``.""") + _DOC_ATTRIBUTES + """
     Examples
     --------
     >>> from shardlearn.ensemble import RandomForestClassifier
@@ -140,6 +164,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     _parameter_constraints: dict = {
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "criterion": [StrOptions({"gini", "entropy", "log_loss"})],
+        "class_weight": [dict, StrOptions({"balanced", "balanced_subsample"}), None],
         "bootstrap": ["boolean"], "oob_score": ["boolean"],
         "trees_per_pass": [Interval(Integral, 1, None, closed="left"), None],
         **TREE_CONSTRAINTS, **COMMON_CONSTRAINTS,
@@ -148,7 +173,8 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     def __init__(self, n_estimators=100, criterion="gini", max_depth=None, min_samples_split=2,
                  min_samples_leaf=1, min_impurity_decrease=0.0, max_features="sqrt",
                  max_leaf_nodes=None, bootstrap=True, oob_score=False, trees_per_pass=None,
-                 random_state=None, max_bins=255, parallel="data", categorical_features=None):
+                 random_state=None, max_bins=255, parallel="data", categorical_features=None,
+                 class_weight=None):
         super().__init__(n_estimators=n_estimators, criterion=criterion, max_depth=max_depth,
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          min_impurity_decrease=min_impurity_decrease, max_features=max_features,
@@ -156,6 +182,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
                          trees_per_pass=trees_per_pass, random_state=random_state,
                          max_bins=max_bins, parallel=parallel,
                          categorical_features=categorical_features)
+        self.class_weight = class_weight
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
@@ -192,7 +219,7 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
     __doc__ = """A random forest regressor (squared error) grown from per-shard histograms.
 
     See :class:`RandomForestClassifier` for how the work is distributed.
-""" + _DOC + """
+""" + _DOC + _DOC_ATTRIBUTES + """
     Examples
     --------
     >>> from shardlearn.ensemble import RandomForestRegressor

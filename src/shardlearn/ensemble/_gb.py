@@ -7,12 +7,12 @@ from numbers import Integral, Real
 import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_boosting
 from ..data.validation import check_features, check_finite, check_sample_weight, check_target
-from ..tree._base import CATEGORICAL_DOC, COMMON_CONSTRAINTS, HistTreeMixin
+from ..tree._base import CATEGORICAL_DOC, CLASS_WEIGHT_DOC, COMMON_CONSTRAINTS, HistTreeMixin
 
 _CONSTRAINTS: dict = {
     "learning_rate": [Interval(Real, 0.0, None, closed="neither")],
@@ -40,9 +40,15 @@ _DOC = """
         Boosting rounds (one tree per round; one per class per round for
         multiclass, grown in the same passes over the data).
     max_depth : int or None, default=6
-        Trees grow level-wise; each level is one pass over the shards.
+        Depth limit. Without ``max_leaves`` trees grow level-wise, each level one
+        pass over the shards. Set ``max_depth`` and/or ``max_leaves``.
     max_leaves : int or None, default=None
-        Leaves per tree; each level keeps its highest-gain splits until reached.
+        Trees grow best-first (leaf-wise, as LightGBM, XGBoost
+        ``grow_policy="lossguide"`` and scikit-learn's ``HistGradientBoosting``
+        with ``max_leaf_nodes``): each pass splits the leaf of highest gain (ties:
+        the leaf created first) of every tree still growing, until a tree has
+        ``max_leaves`` leaves or no leaf may split; ``max_depth`` (if set) still
+        limits the depth. E.g. ``max_leaves=31, max_depth=None``.
     min_samples_leaf : int, default=20
     min_child_weight : float, default=1e-3
         Minimum hessian sum in a child.
@@ -68,7 +74,9 @@ _DOC = """
         Row shards with histograms summed on the coordinator, or column blocks
         holding every row, each worker proposing the best split among its
         features (the winner's row partition is broadcast as a bitmask).
-        Both give the same model.""" + CATEGORICAL_DOC + """
+        Both give the same model.""" + CATEGORICAL_DOC
+
+_DOC_ATTRIBUTES = """
 
     Attributes
     ----------
@@ -142,11 +150,12 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
 
     def _fit_gb(self, X, y, sample_weight, X_val, y_val, sample_weight_val):
         if self.max_depth is None and self.max_leaves is None:
-            raise ValueError("Set max_depth and/or max_leaves: trees grow level-wise and need "
-                             "a bound (e.g. max_depth=6).")
+            raise ValueError("Set max_depth and/or max_leaves: trees need a bound "
+                             "(e.g. max_depth=6 grows level-wise, max_leaves=31 best-first).")
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
         dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        cw = self._class_weight_for_fit(dataset, classes) if self._classifier else None
         cat = self._categorical_for_fit(dataset)
         val = None
         if X_val is not None:
@@ -178,7 +187,8 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
             max_bins=self.max_bins, early_stopping=self.early_stopping,
             validation_fraction=self.validation_fraction, n_iter_no_change=self.n_iter_no_change,
             tol=self.tol, validation_data=val, seed=self._seed(), parallel=self.parallel,
-            estimator=type(self).__name__, categorical=cat if cat.any() else None)
+            estimator=type(self).__name__, categorical=cat if cat.any() else None,
+            class_weight=cw)
         if classes is not None:
             self.classes_ = classes
             self.n_classes_ = len(classes)
@@ -249,9 +259,13 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
 
     Second-order boosting: each round the workers compute gradients and hessians
     of their rows from the predictions they keep between rounds, and the trees
-    grow level-wise from per-shard gradient/hessian histograms summed in shard
-    order on the coordinator. Prediction runs on the driver.
-""" + _DOC + """
+    grow (level-wise, or best-first with ``max_leaves``) from per-shard
+    gradient/hessian histograms summed in shard order on the coordinator.
+    Prediction runs on the driver.
+""" + _DOC + CLASS_WEIGHT_DOC.format(kinds='dict, "balanced" or None', extra="""
+        The weighted rows also give the baseline and the training and held-out
+        validation losses; ``sample_weight_val`` is used as given (as in
+        scikit-learn's ``HistGradientBoostingClassifier``).""") + _DOC_ATTRIBUTES + """
     classes_ : ndarray of shape (n_classes,)
 
     Examples
@@ -265,6 +279,24 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
 
     _classifier = True
     _model_attributes = _BaseGB._model_attributes + ("classes_",)
+    _parameter_constraints: dict = {
+        **_CONSTRAINTS, "class_weight": [dict, StrOptions({"balanced"}), None],
+    }
+
+    def __init__(self, *, learning_rate=0.1, n_estimators=100, max_depth=6, max_leaves=None,
+                 min_samples_leaf=20, min_child_weight=1e-3, reg_lambda=0.0, subsample=1.0,
+                 colsample=1.0, early_stopping=False, validation_fraction=0.1,
+                 n_iter_no_change=10, tol=1e-7, random_state=None, max_bins=255,
+                 parallel="data", categorical_features=None, class_weight=None):
+        super().__init__(learning_rate=learning_rate, n_estimators=n_estimators,
+                         max_depth=max_depth, max_leaves=max_leaves,
+                         min_samples_leaf=min_samples_leaf, min_child_weight=min_child_weight,
+                         reg_lambda=reg_lambda, subsample=subsample, colsample=colsample,
+                         early_stopping=early_stopping, validation_fraction=validation_fraction,
+                         n_iter_no_change=n_iter_no_change, tol=tol, random_state=random_state,
+                         max_bins=max_bins, parallel=parallel,
+                         categorical_features=categorical_features)
+        self.class_weight = class_weight
 
     def decision_function(self, X):
         """Raw scores: (n_samples,) for two classes, else (n_samples, n_classes)."""
@@ -303,7 +335,7 @@ class GradientBoostingRegressor(RegressorMixin, _BaseGB):
     __doc__ = """Histogram gradient boosting regressor (squared error).
 
     See :class:`GradientBoostingClassifier` for how the work is distributed.
-""" + _DOC + """
+""" + _DOC + _DOC_ATTRIBUTES + """
     Examples
     --------
     >>> from shardlearn.ensemble import GradientBoostingRegressor

@@ -1,4 +1,4 @@
-"""Distributed decision trees on binned features (level-wise histogram growth)."""
+"""Distributed decision trees on binned features (level-wise or best-first histogram growth)."""
 
 from ._classes import DecisionTreeClassifier, DecisionTreeRegressor
 

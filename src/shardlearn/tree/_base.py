@@ -44,6 +44,17 @@ CATEGORICAL_DOC = """
         as missing, never an error (scikit-learn's HistGradientBoosting treats
         unknown categories as missing too). ``is_categorical_`` records the mask."""
 
+#: numpydoc of ``class_weight``; ``{extra}`` is filled in per estimator.
+CLASS_WEIGHT_DOC = """
+    class_weight : {kinds}, default=None
+        Weights of the classes, multiplying each row's ``sample_weight``:
+        ``{{class_label: weight}}`` (classes not named weigh 1), or
+        ``"balanced"``: class ``k`` weighs ``n_samples / (n_classes * n_k)``, with
+        ``n_k`` the number of rows of class ``k`` (counted unweighted, as
+        scikit-learn's ``compute_class_weight`` does). A dict naming a label not
+        in ``y``, or a negative weight, is an error raised before any work
+        starts.{extra}"""
+
 TREE_CONSTRAINTS: dict = {
     "max_depth": [Interval(Integral, 1, None, closed="left"), None],
     "min_samples_split": [Interval(Integral, 2, None, closed="left")],
@@ -163,6 +174,14 @@ class HistTreeMixin(DistributedEstimatorMixin):
         mask[idx] = True
         return mask
 
+    def _class_weight_for_fit(self, dataset: Dataset, classes):
+        """``class_weight`` as per-class multipliers in the order of ``classes`` (before
+        any work). ``"balanced_subsample"`` is returned as is: it is computed per tree."""
+        cw = self.class_weight
+        if isinstance(cw, str) and cw == "balanced_subsample":
+            return cw
+        return class_weight_vector(cw, classes, dataset.labels())
+
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
@@ -194,3 +213,39 @@ def resolve_max_features(max_features, n_features: int) -> int | None:
         k = int(max_features * n_features)
     k = max(1, k)
     return None if k >= n_features else k
+
+
+def class_weight_vector(class_weight, classes, labels) -> np.ndarray | None:
+    """Per-class multipliers of the row weights (None stays None), in the order of ``classes``.
+
+    ``"balanced"``: ``n / (n_classes * count)`` from the unweighted label counts,
+    the same float operations as scikit-learn's ``compute_class_weight``. A dict
+    gives 1 to the classes it does not name. Raises ``ValueError`` for a dict that
+    names a label not in ``labels`` (scikit-learn ignores such a key when every class
+    is named; here it is most likely a typo or a wrong label type), or for weights
+    that are not finite non-negative numbers, or all zero.
+    """
+    if class_weight is None:
+        return None
+    K = len(classes)
+    if isinstance(class_weight, str):     # "balanced" (the constraints allow nothing else)
+        counts = np.bincount(np.searchsorted(classes, labels), minlength=K).astype(np.float64)
+        return counts.sum() / (K * counts)
+    # Plain Python values: dict keys (0, "a", np.int64(0)...) match them by value.
+    plain = [c.item() if isinstance(c, np.generic) else c for c in classes]
+    known = set(plain)
+    unknown = [k for k in class_weight if k not in known]
+    if unknown:
+        raise ValueError(
+            f"class_weight names {unknown[:5]!r}, not among the classes of y "
+            f"({classes[:10].tolist()!r}); name each class by its label in y.")
+    values = [class_weight.get(c, 1.0) for c in plain]
+    for c, v in zip(plain, values):
+        if not isinstance(v, Real) or not np.isfinite(v) or v < 0:
+            raise ValueError(f"class_weight gives class {c!r} the weight {v!r}; class weights "
+                             "must be finite non-negative numbers.")
+    w = np.array(values, dtype=np.float64)
+    if not (w > 0).any():
+        raise ValueError("class_weight gives every class the weight 0: nothing would be learned.")
+    return w
+

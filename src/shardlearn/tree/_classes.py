@@ -10,6 +10,7 @@ from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_forest
 from ._base import (
     CATEGORICAL_DOC,
+    CLASS_WEIGHT_DOC,
     COMMON_CONSTRAINTS,
     TREE_CONSTRAINTS,
     HistTreeMixin,
@@ -28,8 +29,11 @@ _DOC_PARAMS = """
     max_features : int, float, {"sqrt", "log2"} or None, default=None
         Candidate features drawn per node (seeded by ``random_state``).
     max_leaf_nodes : int, default=None
-        Level-wise growth keeps the best splits of each level until the tree has
-        this many leaves.
+        None: the tree grows level-wise (one pass over the shards per level).
+        Else it grows best-first, as scikit-learn's does with this parameter:
+        each pass splits the leaf whose best split decreases the impurity most
+        (ties: the leaf created first), until the tree has ``max_leaf_nodes``
+        leaves or no leaf may split; ``max_depth`` and the other limits still apply.
     random_state : int, RandomState or None, default=None
     max_bins : int, default=255
         Value bins per feature (2..255); missing values (NaN) get their own bin.
@@ -63,6 +67,7 @@ class _BaseDecisionTree(HistTreeMixin, BaseEstimator):
 
     def _fit_tree(self, X, y, sample_weight):
         dataset, classes = self._dataset_for_fit(X, y, sample_weight, self._classifier)
+        cw = self._class_weight_for_fit(dataset, classes) if self._classifier else None
         cat = self._categorical_for_fit(dataset)
         mf = resolve_max_features(self.max_features, dataset.n_features)
         fit = fit_forest(
@@ -73,7 +78,7 @@ class _BaseDecisionTree(HistTreeMixin, BaseEstimator):
             min_impurity_decrease=self.min_impurity_decrease, max_features=mf,
             max_leaf_nodes=self.max_leaf_nodes, seed=self._seed(), max_bins=self.max_bins,
             parallel=self.parallel, estimator=type(self).__name__,
-            categorical=cat if cat.any() else None)
+            categorical=cat if cat.any() else None, class_weight=cw)
         if classes is not None:
             self.classes_ = classes
             self.n_classes_ = len(classes)
@@ -102,12 +107,13 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
     Each level is one pass over the shards: workers build class-weight histograms
     of their rows per node (the smaller child of each split; the sibling is the
     parent minus it), the coordinator sums them in shard order and picks the split
-    that most decreases the impurity. Prediction runs on the driver.
+    that most decreases the impurity. With ``max_leaf_nodes`` the tree grows
+    best-first instead (one leaf split per pass). Prediction runs on the driver.
 
     Parameters
     ----------
     criterion : {"gini", "entropy", "log_loss"}, default="gini"
-""" + _DOC_PARAMS + """
+""" + _DOC_PARAMS + CLASS_WEIGHT_DOC.format(kinds='dict, "balanced" or None', extra="") + """
 
     Attributes
     ----------
@@ -134,18 +140,21 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
     _classifier = True
     _parameter_constraints: dict = {
         "criterion": [StrOptions({"gini", "entropy", "log_loss"})],
+        "class_weight": [dict, StrOptions({"balanced"}), None],
         **TREE_CONSTRAINTS, **COMMON_CONSTRAINTS,
     }
 
     def __init__(self, criterion="gini", max_depth=None, min_samples_split=2, min_samples_leaf=1,
                  min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None,
-                 random_state=None, max_bins=255, parallel="data", categorical_features=None):
+                 random_state=None, max_bins=255, parallel="data", categorical_features=None,
+                 class_weight=None):
         super().__init__(criterion=criterion, max_depth=max_depth,
                          min_samples_split=min_samples_split, min_samples_leaf=min_samples_leaf,
                          min_impurity_decrease=min_impurity_decrease, max_features=max_features,
                          max_leaf_nodes=max_leaf_nodes, random_state=random_state,
                          max_bins=max_bins, parallel=parallel,
                          categorical_features=categorical_features)
+        self.class_weight = class_weight
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None, sample_weight=None):
@@ -177,7 +186,8 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
 
 
 class DecisionTreeRegressor(RegressorMixin, _BaseDecisionTree):
-    __doc__ = """A squared-error regression tree grown level-wise from per-shard histograms.
+    __doc__ = """A squared-error regression tree grown from per-shard histograms (level-wise,
+    or best-first with ``max_leaf_nodes``).
 
     Parameters
     ----------

@@ -1,1 +1,2 @@
-"""Histogram trees: binning, numba kernels, split finding, level-wise growth, model arrays."""
+"""Histogram trees: binning, numba kernels, split finding, level-wise and best-first growth,
+model arrays."""

@@ -123,13 +123,18 @@ class TreeFit:
         return self
 
     def _set_grids(self, coord):
-        """Weight and target bounds -> the power-of-two grids of the value channels."""
-        b = np.array(coord.map(kernels.bounds_kernel, step="target_bounds"))
+        """Weight and target bounds -> the power-of-two grids of the value channels.
+
+        ``max_sw`` is the largest row weight, class weight included.
+        """
+        b = np.array(coord.map(kernels.bounds_kernel, self.spec.get("classes"),
+                               self.spec.get("class_weight"), step="target_bounds"))
         self.max_sw = float(b[:, 0].max())
         self.y_range = (float(b[:, 1].min()), float(b[:, 2].max()))
         n = self.dataset.n_rows
         # Bootstrap multiplies rows by Poisson(1) counts, whose sum stays below 2n + 64.
         terms = 2 * n + 64 if self.spec.get("bootstrap") else n
+        self.terms = terms
         ym = max(abs(self.y_range[0]), abs(self.y_range[1]))
         sw = self.max_sw
         if self.spec["kind"] == "class":
@@ -176,16 +181,23 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
                max_depth=None, min_samples_split=2, min_samples_leaf=1,
                min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None, seed=0,
                max_bins=255, parallel="data", oob_score=False, trees_per_pass=None,
-               estimator="DecisionTree", session=None, categorical=None) -> ForestFit:
+               estimator="DecisionTree", session=None, categorical=None,
+               class_weight=None) -> ForestFit:
     """Grow ``n_estimators`` trees (several per pass over the data).
 
     ``task``: "class" (criterion gini/entropy; leaves hold class probabilities) or
-    "regression" (squared error; leaves hold means).
+    "regression" (squared error; leaves hold means). ``class_weight``: None, per-class
+    multipliers of the row weights (in the order of ``classes``), or
+    ``"balanced_subsample"`` (with ``bootstrap``: computed per tree).
     """
     kind = "class" if task == "class" else "mse"
     crit = criterion if task == "class" else "mse"
     n_ch = (len(classes) if task == "class" else 3) + 1
-    spec = {"kind": kind, "classes": classes, "n_trees": 1, "bootstrap": bool(bootstrap)}
+    per_tree_cw = isinstance(class_weight, str)
+    if per_tree_cw and not bootstrap:
+        raise ValueError('class_weight="balanced_subsample" needs bootstrap=True.')
+    spec = {"kind": kind, "classes": classes, "n_trees": 1, "bootstrap": bool(bootstrap),
+            "class_weight": None if per_tree_cw else class_weight}
     params = SplitParams(crit, 0.0, min_samples_leaf, 0.0, categorical)
     cfg = GrowConfig(params, max_depth=max_depth, max_leaves=max_leaf_nodes,
                      min_samples_split=min_samples_split,
@@ -195,6 +207,8 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
     forests, oob = [], None
     n_vals = n_ch - 1
     per_row = 4 * batch + (8 * batch if bootstrap else 8) + 8 * n_vals + 17
+    if per_tree_cw:     # class channels per tree
+        per_row += 8 * batch * n_vals
     if oob_score:
         per_row += 8 * n_vals + 8
     with TreeFit(dataset, spec, params, n_ch, max_bins=max_bins, parallel=parallel,
@@ -204,7 +218,9 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
             ids = list(range(a, min(n_estimators, a + batch)))
             grower = Grower(tf.backend, len(ids), cfg, tf.edges, dataset.n_features, n_ch,
                             tree_ids=ids)
-            trees, _ = grower.grow(prologue=(kernels.rf_prologue, (ids, seed, bootstrap)))
+            tree_cw = _subsample_class_weights(tf, ids, seed, n_vals) if per_tree_cw else None
+            trees, _ = grower.grow(prologue=(kernels.rf_prologue,
+                                             (ids, seed, bootstrap, tree_cw)))
             values = [leaf_values(np.array(t.stats), crit) for t in trees]
             forests.append(M.pack_forest(trees, values))
             if oob_score and bootstrap:
@@ -222,6 +238,26 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
         report = tf.report(estimator, n_estimators, [],
                            extra={"n_trees": n_estimators, "n_nodes": int(forest["offsets"][-1])})
     return ForestFit(forest, tf.edges, oob, report)
+
+
+def _subsample_class_weights(tf, tree_ids, seed, n_classes):
+    """"balanced_subsample": each tree's class weights from the class counts of its
+    bootstrap sample, and the grid of its class channels. ``(cw (T, K), q (T,))``.
+
+    The counts are integer-valued, so their sum over shards is exact and the same
+    on any worker count. As scikit-learn's ``compute_sample_weight("balanced",
+    indices=...)``: ``n_t / (K_t * n_tk)`` with ``K_t`` the classes drawn at all,
+    and 0 for a class the tree did not draw (it has no rows to weigh).
+    """
+    parts = [p for p in tf.coord.map(kernels.rf_class_counts, tree_ids, seed, n_classes,
+                                     step="bootstrap_class_counts") if p is not None]
+    counts = _fold(parts)
+    drawn = counts > 0
+    with np.errstate(divide="ignore"):
+        cw = np.where(drawn, counts.sum(axis=1, keepdims=True)
+                      / (drawn.sum(axis=1, keepdims=True) * counts), 0.0)
+    q = np.array([grid(tf.max_sw * w.max(), tf.terms) for w in cw])
+    return cw, q
 
 
 # -- gradient boosting --------------------------------------------------------------------
@@ -247,20 +283,22 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                  reg_lambda=0.0, subsample=1.0, colsample=1.0, max_bins=255,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-7,
                  validation_data=None, seed=0, parallel="data", estimator="GradientBoosting",
-                 session=None, categorical=None) -> BoostFit:
-    """Second-order gradient boosting with histogram trees grown level-wise.
+                 session=None, categorical=None, class_weight=None) -> BoostFit:
+    """Second-order gradient boosting with histogram trees grown level-wise (best-first
+    up to ``max_leaves`` leaves when that is set).
 
     ``loss``: "squared_error", "binary" or "multiclass" (one tree per class per round,
     grown in the same passes). ``validation_data=(X_val, y_index_or_values, sw)`` is
     scored on the driver; otherwise with ``early_stopping`` a ``validation_fraction``
-    of the rows (drawn on the workers) is held out.
+    of the rows (drawn on the workers) is held out. ``class_weight``: per-class
+    multipliers of the training rows' weights (None: all 1).
     """
     Kt = len(classes) if loss == "multiclass" else 1
     n_classes = len(classes) if classes is not None else 1
     held_out = early_stopping and validation_data is None and validation_fraction
     spec = {"kind": "gbt_class" if loss != "squared_error" else "gbt_reg", "classes": classes,
             "n_trees": Kt, "loss": loss, "n_classes": n_classes, "seed": seed,
-            "subsample": float(subsample),
+            "subsample": float(subsample), "class_weight": class_weight,
             "validation_fraction": float(validation_fraction) if held_out else None}
     params = SplitParams("gh", float(reg_lambda), int(min_samples_leaf), float(min_child_weight),
                          categorical)

@@ -15,11 +15,23 @@ Two backends run step 1-2: :class:`DataParallel` (shards are row blocks) and
 :class:`FeatureParallel` (shards are column blocks of the binned matrix holding
 every row; the winning worker sends the row partition as a bitmask). Both give
 the same trees bit for bit.
+
+With ``max_leaves`` set, trees grow best-first (leaf-wise) instead: each pass
+splits, in every tree still growing, the leaf whose best split has the largest
+gain (ties: the lower node id), until the tree has ``max_leaves`` leaves or no
+leaf can split. A split whose children cannot split (too small, too deep, or the
+tree full) needs no pass, so several of them may go with the pass of the next
+split that does. The histograms of frontier leaves are held, by (tree, node),
+across passes (on the coordinator, or feature-parallel on the workers) within
+:data:`HIST_BUDGET_BYTES`, so a split leaf's larger child is still its parent's
+histogram minus the smaller child's; a leaf whose histogram was not held gets
+both children built.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +42,8 @@ from . import _kernels as K
 from .splitting import CAT_WORDS, BestSplits, SplitParams, find_best_splits, impurity, subtract
 
 #: Histogram bytes of one level above which the level is built in several passes
-#: without keeping parent histograms (no subtraction trick at the next level).
+#: without keeping parent histograms (no subtraction trick at the next level);
+#: best-first growth holds at most this many bytes of frontier histograms.
 HIST_BUDGET_BYTES = 128 * 1024 * 1024
 
 
@@ -38,6 +51,7 @@ HIST_BUDGET_BYTES = 128 * 1024 * 1024
 class GrowConfig:
     split: SplitParams
     max_depth: int | None = None
+    #: None: level-wise growth; else best-first growth up to this many leaves per tree.
     max_leaves: int | None = None
     min_samples_split: int = 2
     min_impurity_decrease: float = 0.0
@@ -238,6 +252,9 @@ class Grower:
             trees.append(tb)
         extra = res.extra
         root_w = np.array([self._weight(tr.stats[0]) for tr in trees])
+        if self.cfg.max_leaves is not None:
+            self._grow_best_first(trees, roots, res.best, root_w)
+            return trees, extra
         frontier = roots
         best = res.best
         while True:
@@ -249,20 +266,7 @@ class Grower:
             next_frontier, pairs = [], []
             for idx, (t, v) in accepted:
                 tr = trees[t]
-                f, b = int(best.feature[idx]), int(best.bin[idx])
-                left_stats = best.left[idx].copy()
-                right_stats = tr.stats[v] - left_stats
-                tr.feature[v] = f
-                tr.bin[v] = b
-                tr.missing_left[v] = bool(best.missing_left[idx])
-                if best.categorical[idx]:
-                    self._record_categorical(tr, v, f, best.cat_bits[idx])
-                else:
-                    tr.threshold[v] = self.edges.split_threshold(f, b, int(best.bin_hi[idx]))
-                tr.gain[v] = float(best.gain[idx])
-                lc = tr.add(tr.depth[v] + 1, left_stats)
-                rc = tr.add(tr.depth[v] + 1, right_stats)
-                tr.left[v], tr.right[v] = lc, rc
+                lc, rc = self._split(tr, v, best, idx)
                 split_nodes.setdefault(t, []).append(v)
                 need = [c for c in (lc, rc) if self._may_split(tr, c)]
                 next_frontier += [(t, c) for c in need]
@@ -274,6 +278,66 @@ class Grower:
             best = self._evaluate_level(trees, table, pairs, next_frontier)
             frontier = next_frontier
         return trees, extra
+
+    def _grow_best_first(self, trees, frontier, best, root_w):
+        """Best-first growth from the evaluated ``frontier`` (the roots) to ``max_leaves``.
+
+        Each tree's choices depend only on its own leaves' best splits (a node's best
+        split never changes once its histogram is known), so a tree comes out the same
+        whichever trees it grows with, and whatever histograms the budget lets us hold.
+        """
+        cap = self.cfg.max_leaves
+        heaps: list[list] = [[] for _ in range(self.T)]   # per tree: (-gain, node)
+        cand: dict = {}                                    # (t, v) -> (BestSplits, row)
+        pending: dict[int, list] = {}                      # splits not yet sent to workers
+        while True:
+            for idx, (t, v) in enumerate(frontier):
+                if self._splittable(trees, t, v, best, idx, root_w):
+                    cand[(t, v)] = (best, idx)
+                    heapq.heappush(heaps[t], (-float(best.gain[idx]), v))
+            frontier, pairs = [], []
+            for t, tr in enumerate(trees):
+                # Split this tree's best leaves until one has children to evaluate.
+                while heaps[t] and (tr.n_nodes + 1) // 2 < cap:
+                    v = heapq.heappop(heaps[t])[1]
+                    lc, rc = self._split(tr, v, *cand.pop((t, v)))
+                    pending.setdefault(t, []).append(v)
+                    full = (tr.n_nodes + 1) // 2 >= cap
+                    need = [] if full else [c for c in (lc, rc) if self._may_split(tr, c)]
+                    if need:
+                        frontier += [(t, c) for c in need]
+                        pairs.append((t, v, lc, rc, need))
+                        break
+                if (tr.n_nodes + 1) // 2 >= cap:
+                    for _, v in heaps[t]:
+                        del cand[(t, v)]
+                    heaps[t] = []
+            table = _table(trees, pending) if pending else None
+            pending = {}
+            if not frontier:
+                self.backend.set_pending(table)
+                return
+            # Hold on (beyond this pass) to the histograms of leaves that may still split.
+            retain = [k for k in sorted(self.backend.held) if k in cand]
+            best = self._evaluate_level(trees, table, pairs, frontier, retain=retain)
+
+    def _split(self, tr, v, best, idx):
+        """Split node ``v`` of ``tr`` by row ``idx`` of ``best``; return the children."""
+        f, b = int(best.feature[idx]), int(best.bin[idx])
+        left_stats = best.left[idx].copy()
+        right_stats = tr.stats[v] - left_stats
+        tr.feature[v] = f
+        tr.bin[v] = b
+        tr.missing_left[v] = bool(best.missing_left[idx])
+        if best.categorical[idx]:
+            self._record_categorical(tr, v, f, best.cat_bits[idx])
+        else:
+            tr.threshold[v] = self.edges.split_threshold(f, b, int(best.bin_hi[idx]))
+        tr.gain[v] = float(best.gain[idx])
+        lc = tr.add(tr.depth[v] + 1, left_stats)
+        rc = tr.add(tr.depth[v] + 1, right_stats)
+        tr.left[v], tr.right[v] = lc, rc
+        return lc, rc
 
     def _record_categorical(self, tr, v, f, bits):
         """A categorical split: its left set of bins and of raw category values."""
@@ -292,42 +356,38 @@ class Grower:
             return float(st[1])
         return float(st[:-1].sum())
 
-    def _decide(self, trees, frontier, best, root_w):
+    def _splittable(self, trees, t, v, best, idx, root_w) -> bool:
+        """Whether node ``v`` of tree ``t`` may split by its best split (row ``idx``)."""
         cfg = self.cfg
-        cand = []
-        for idx, (t, v) in enumerate(frontier):
-            g = best.gain[idx]
-            # Children entered the frontier only if they may split; roots are checked here.
-            if not np.isfinite(g) or (v == 0 and not self._may_split(trees[t], v)):
-                continue
-            if cfg.split.criterion == "gh":
-                if g <= 0.0:
-                    continue
-            else:
-                scale = root_w[t] * (np.log(2.0) if cfg.split.criterion == "entropy" else 1.0)
-                if g / scale + np.finfo(float).eps < cfg.min_impurity_decrease:
-                    continue
-            cand.append((idx, (t, v)))
-        if cfg.max_leaves is None:
-            return cand
-        out = []
-        by_tree: dict[int, list] = {}
-        for item in cand:
-            by_tree.setdefault(item[1][0], []).append(item)
-        for t, items in sorted(by_tree.items()):
-            room = cfg.max_leaves - trees[t].n_leaves
-            items = sorted(items, key=lambda it: (-best.gain[it[0]], it[0]))[:max(0, room)]
-            out += sorted(items)
-        return sorted(out)
+        g = best.gain[idx]
+        # Children entered the frontier only if they may split; roots are checked here.
+        if not np.isfinite(g) or (v == 0 and not self._may_split(trees[t], v)):
+            return False
+        if cfg.split.criterion == "gh":
+            return g > 0.0
+        scale = root_w[t] * (np.log(2.0) if cfg.split.criterion == "entropy" else 1.0)
+        return not g / scale + np.finfo(float).eps < cfg.min_impurity_decrease
 
-    def _evaluate_level(self, trees, table, pairs, frontier):
-        """Histograms and best splits of ``frontier`` (children of this level's splits)."""
+    def _decide(self, trees, frontier, best, root_w):
+        """Level-wise growth: every node of the level that may split does."""
+        return [(idx, (t, v)) for idx, (t, v) in enumerate(frontier)
+                if self._splittable(trees, t, v, best, idx, root_w)]
+
+    def _evaluate_level(self, trees, table, pairs, frontier, retain=None):
+        """Histograms and best splits of ``frontier`` (children of this pass's splits).
+
+        Level-wise (``retain`` None) the histograms of this pass are held for the next
+        one if they fit in the budget. Best-first, ``retain`` lists the held histograms
+        to keep holding (the others are released), and this pass's are added while the
+        total fits.
+        """
         in_front = set(frontier)
-        keep = len(frontier) * self.node_bytes <= self.budget and not self.compact
-        can_derive = self.backend.has_parents
+        fits = len(frontier) * self.node_bytes <= self.budget
+        keep = fits and not self.compact
+        held = self.backend.held if retain is not None else None
         built, derived = [], []
         for t, v, lc, rc, need in pairs:
-            if len(need) == 2 and can_derive:
+            if len(need) == 2 and (self.backend.has_parents if held is None else (t, v) in held):
                 small, large = (lc, rc) if trees[t].stats[lc][-1] <= trees[t].stats[rc][-1] else (rc, lc)
                 built.append((t, small))
                 derived.append(((t, large), (t, v), (t, small)))
@@ -337,11 +397,16 @@ class Grower:
         assert set(order) == in_front
         totals = np.array([trees[t].stats[v] for t, v in order])
         width = max(tr.n_nodes for tr in trees)
-        if keep or (self.compact and len(frontier) * self.node_bytes <= self.budget):
+        if retain is not None:     # best-first: (release, hold) (nothing held when compact)
+            drop = tuple(sorted(held - set(retain)))
+            room = max(0, self.budget // self.node_bytes - len(retain))
+            keep = False if self.compact else (drop, tuple(order[:room]) if fits else ())
+        if fits:
             res = self.backend.evaluate(table, built, derived, totals, self._feature_mask(order),
                                         keep, n_trees=self.T, width=width)
             return _reorder(res.best, order, frontier)
-        # Too many histograms for one pass: several passes, no parents kept.
+        # Too many histograms for one pass: several passes, none of them held.
+        keep = False if retain is None or self.compact else (drop, ())
         per_pass = max(1, self.budget // self.node_bytes)
         acc = BestSplits.empty(len(frontier), self.C)
         pos = {node: i for i, node in enumerate(frontier)}
@@ -349,8 +414,9 @@ class Grower:
         for a in range(0, len(order), per_pass):
             chunk = order[a:a + per_pass]
             res = self.backend.evaluate(table if first else None, chunk, [], totals[a:a + per_pass],
-                                        self._feature_mask(chunk), False, n_trees=self.T,
+                                        self._feature_mask(chunk), keep, n_trees=self.T,
                                         width=width)
+            keep = keep if keep is False else ((), ())
             first = False
             idx = np.array([pos[n] for n in chunk])
             acc.put(idx, res.best)
@@ -373,7 +439,9 @@ class LevelResult:
 # ---------------------------------------------------------------------------------------
 # Worker side (shared by both backends). Per-shard state keys:
 #   "Xb" uint8 (n, F_block), "col_offset", "vals" (Tv, n, Cv), "w" (Tw, n), "pos" (T, n),
-#   "row_bounds" (row blocks whose order defines the summation), "parents".
+#   "row_bounds" (row blocks whose order defines the summation), "parents" (feature-
+#   parallel: the held histograms of frontier nodes, a dict (tree, node) -> (F_block, B, C),
+#   see _hold).
 # ---------------------------------------------------------------------------------------
 def _run_prologue(shard, state, prologue):
     if prologue is None:
@@ -382,8 +450,12 @@ def _run_prologue(shard, state, prologue):
     return fn(shard, state, *args)
 
 
-def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None):
-    """This shard's histograms and node totals, added to ``into=(hist, tot)`` if given."""
+def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, moves=None):
+    """This shard's histograms and node totals, added to ``into=(hist, tot)`` if given.
+
+    ``moves``: pending splits (a :func:`_table`) applied to the rows in the same pass
+    (data-parallel only: every feature of the row is in this block).
+    """
     Xb = state["Xb"]
     width = feats.shape[1] if feats is not None else Xb.shape[1]
     if into is None:
@@ -391,11 +463,15 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None):
         tot = np.zeros((n_slots, n_channels))
     else:
         hist, tot = into
-    if feats is not None:
-        K.build_histograms_subset(Xb, state["vals"], state["w"], state["pos"], slots, feats,
-                                  state["col_offset"], hist, tot)
+    vals, w, pos = state["vals"], state["w"], state["pos"]
+    if moves is not None:
+        feat, sbin, mleft, left, right, _, _ = moves
+        K.split_and_build(Xb, vals, w, pos, feat, sbin, mleft, left, right, slots, hist, tot,
+                          feats)
+    elif feats is not None:
+        K.build_histograms_subset(Xb, vals, w, pos, slots, feats, state["col_offset"], hist, tot)
     else:
-        K.build_histograms(Xb, state["vals"], state["w"], state["pos"], slots, hist, tot)
+        K.build_histograms(Xb, vals, w, pos, slots, hist, tot)
     return hist, tot
 
 
@@ -407,12 +483,16 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     ``(hist, totals, [(shard index, prologue result), ...])`` or None. The sums
     are exact (.exact), so how shards are grouped on workers does not matter.
     """
-    if pending is not None:
+    n_slots = int(slots.max()) + 1 if slots.size else 0
+    # Rows move to their children in the histogram pass itself, unless a prologue
+    # must see where they ended (the previous round's leaves) first.
+    fuse = (pending is not None and prologue is None and not root and n_slots > 0
+            and pending[6].shape[0] == 0)     # no categorical split: the plain threshold test
+    if pending is not None and not fuse:
         K.apply_splits(state["Xb"], state["pos"], *pending, 0)
     extra = (shard.index, _run_prologue(shard, state, prologue))
     if root:
         state["pos"][:] = 0
-    n_slots = int(slots.max()) + 1 if slots.size else 0
     if acc is None:
         acc = (None, None, [])
     hist, tot, extras = acc
@@ -420,7 +500,7 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     if n_slots == 0:
         return hist, tot, extras
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
-                       None if hist is None else (hist, tot))
+                       None if hist is None else (hist, tot), pending if fuse else None)
     return hist, tot, extras
 
 
@@ -438,13 +518,14 @@ def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, p
         state["pos"][:] = 0
     n_built = int(slots.max()) + 1 if slots.size else 0
     if n_built == 0 and not derived:
+        state["parents"] = _hold(state.get("parents"), [], None, keep)
         return None, None, extra
     fmask, feats = fmask
     hist, tot = _build(state, slots, n_built, n_bins, n_channels, feats)
     node_tot = tot if root else totals
     if derived:
         parents = state["parents"]
-        der = subtract(parents[np.array([d[1] for d in derived])],
+        der = subtract(np.stack([parents[tuple(d[1])] for d in derived]),
                        hist[np.array([d[2] for d in derived])])
         hist = np.concatenate([hist, der])
     offset = state["col_offset"]
@@ -454,7 +535,8 @@ def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, p
     else:
         mask = None if fmask is None else fmask[:, offset:offset + hist.shape[1]]
         best = find_best_splits(hist, node_tot, params, mask, offset)
-    state["parents"] = hist if keep else None
+    state["parents"] = _hold(state.get("parents"), _pass_keys(slots, derived) if keep else [],
+                             hist, keep)
     return best, tot if root else None, extra
 
 
@@ -497,11 +579,16 @@ class DataParallel:
         self.B = n_bins
         self.C = n_channels
         self.pending = None
-        self._parents = None
+        self._held = {}          # (tree, node) -> summed histogram of a frontier node
 
     @property
     def has_parents(self):
-        return self._parents is not None
+        return bool(self._held)
+
+    @property
+    def held(self) -> frozenset:
+        """(tree, node) keys of the histograms held for the next pass's subtractions."""
+        return frozenset(self._held)
 
     def set_pending(self, table):
         self.pending = table
@@ -520,15 +607,13 @@ class DataParallel:
         if root:
             totals = tot
         if derived:
-            pidx = {node: i for i, node in enumerate(self._parents[0])}
             bidx = {node: i for i, node in enumerate(built)}
-            pi = np.array([pidx[p] for _, p, _ in derived])
             bi = np.array([bidx[s] for _, _, s in derived])
-            der = subtract(self._parents[1][pi], hist[bi])
+            der = subtract(np.stack([self._held[p] for _, p, _ in derived]), hist[bi])
             hist = np.concatenate([hist, der])
         order = built + [d[0] for d in derived]
         best = _search_in_parallel(hist, totals, self.params, fmask, feats)
-        self._parents = (order, hist) if keep else None
+        self._held = _hold(self._held, order, hist, keep)
         return LevelResult(best, tot if root else None, extra)
 
     def finish(self, prologue=None):
@@ -550,11 +635,16 @@ class FeatureParallel:
         self.B = n_bins
         self.C = n_channels
         self.pending = None
-        self._parents = False
+        self._held = frozenset()   # keys of the histograms the workers hold (_hold)
 
     @property
     def has_parents(self):
-        return self._parents
+        return bool(self._held)
+
+    @property
+    def held(self) -> frozenset:
+        """(tree, node) keys of the histograms the workers hold for the next pass."""
+        return self._held
 
     def set_pending(self, table):
         self.pending = None if table is None else self._bits(table)
@@ -573,8 +663,7 @@ class FeatureParallel:
         self.pending = None
         slots = _slots_from(built, n_trees, width)
         bidx = {node: i for i, node in enumerate(built)}
-        pidx = {node: i for i, node in enumerate(self._order)} if derived else {}
-        der = [(d[0], pidx[d[1]], bidx[d[2]]) for d in derived]
+        der = [(d[0], d[1], bidx[d[2]]) for d in derived]   # parents by (tree, node) key
         pend = self.coord.broadcast(pending) if pending is not None else None
         out = self.coord.map(feature_level_kernel, pend, slots, der, totals, fmask, self.params,
                              self.B, self.C, keep, root, prologue, step="tree_level",
@@ -587,8 +676,7 @@ class FeatureParallel:
                 best = o[0].copy()   # results may be read-only (Ray object store)
             else:
                 best.take_better(o[0])
-        self._order = built + [d[0] for d in derived]
-        self._parents = bool(keep)
+        self._held = _held_keys(self._held, built + [d[0] for d in derived], keep)
         return LevelResult(best, out[0][1] if root else None, [o[2] for o in out])
 
     def finish(self, prologue=None):
@@ -611,7 +699,8 @@ def _sum_parts(parts):
 
 
 #: Nodes per chunk below which the coordinator's split search stays on one thread.
-PARALLEL_SEARCH_MIN_NODES = 8
+PARALLEL_SEARCH_MIN_NODES = 32
+_CPUS = os.cpu_count() or 1
 _search_pool: list = []
 
 
@@ -625,7 +714,7 @@ def _search_in_parallel(hist, totals, params, fmask, feats):
                                 None if fmask is None else fmask[a:b])
 
     S = hist.shape[0]
-    n_threads = min(4, os.cpu_count() or 1, S // PARALLEL_SEARCH_MIN_NODES)
+    n_threads = min(4, _CPUS, S // PARALLEL_SEARCH_MIN_NODES)
     if n_threads < 2:
         return search(0, S)
     if not _search_pool:
@@ -652,3 +741,44 @@ def _slots_from(built, n_trees, width):
     for i, (t, v) in enumerate(built):
         slots[t, v] = i
     return slots
+
+
+# -- held frontier histograms (coordinator, data-parallel; workers, feature-parallel) ----
+def _hold(store, order, hist, keep):
+    """The histograms held after a pass: a dict (tree, node) -> (F, B, C) histogram.
+
+    ``hist`` rows are this pass's nodes ``order``. ``keep``: True, every node of
+    this pass and nothing held before (level-wise growth); False, nothing; or
+    ``(drop, add)`` (best-first growth): release the held nodes ``drop`` and hold
+    this pass's nodes ``add`` too (copied out of ``hist``, so that a node
+    dropped later frees its own memory). Updated in place, in call order, so
+    replaying the calls on a replacement worker rebuilds the same store.
+    """
+    if isinstance(keep, (bool, np.bool_)):
+        return dict(zip(order, hist)) if keep else {}
+    drop, add = keep
+    store = {} if store is None else store
+    for node in drop:
+        del store[tuple(node)]
+    if add:
+        row = {node: i for i, node in enumerate(order)}
+        for node in map(tuple, add):
+            store[node] = np.array(hist[row[node]])
+    return store
+
+
+def _pass_keys(slots, derived):
+    """(tree, node) of each histogram row of a pass: built nodes by slot, then derived."""
+    t, v = np.nonzero(slots >= 0)
+    keys = [None] * len(t)
+    for a, b, s in zip(t.tolist(), v.tolist(), slots[t, v].tolist()):
+        keys[s] = (a, b)
+    return keys + [tuple(d[0]) for d in derived]
+
+
+def _held_keys(held, order, keep):
+    """The keys :func:`_hold` holds after a pass (for a coordinator holding no histograms)."""
+    if isinstance(keep, (bool, np.bool_)):
+        return frozenset(order) if keep else frozenset()
+    drop, add = keep
+    return (held - frozenset(map(tuple, drop))) | frozenset(map(tuple, add))

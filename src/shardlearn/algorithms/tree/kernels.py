@@ -20,9 +20,14 @@ def summaries_kernel(shard, state, max_bins, categorical=None):
     return feature_summaries(shard.X, max_bins, categorical=categorical)
 
 
-def bounds_kernel(shard, state):
-    """``[max sample weight, min y, max y]`` of the shard (y: 0 when not numeric)."""
+def bounds_kernel(shard, state, classes=None, class_weight=None):
+    """``[max sample weight, min y, max y]`` of the shard (y: 0 when not numeric).
+
+    With ``class_weight`` (per class of ``classes``) the weight is ``sw * class_weight[y]``.
+    """
     sw = shard.weights()
+    if class_weight is not None:
+        sw = sw * class_weight[np.searchsorted(classes, shard.y)]
     y = np.asarray(shard.y)
     if y.dtype.kind in "biuf" and y.size:
         lo, hi = float(np.min(y)), float(np.max(y))
@@ -61,22 +66,22 @@ def init_state(shard, state, edges, spec, row_bounds, block_ids, col_offset):
     kind = spec["kind"]
     T = spec.get("n_trees", 1)
     state["pos"] = np.zeros((T, n), np.int32)
-    # Rows of zero sample weight take no part (as if removed), not even in row counts.
-    state["w"] = (sw > 0).astype(np.float64)[None, :]
     if kind in ("class", "gbt_class"):
         idx = np.searchsorted(spec["classes"], shard.y).astype(np.int64)
         state["y"] = idx
     else:
         state["y"] = np.asarray(shard.y, dtype=np.float64)
+    if spec.get("class_weight") is not None:    # they multiply the sample weights
+        sw = sw * spec["class_weight"][state["y"]]
+    # Rows of zero sample weight take no part (as if removed), not even in row counts.
+    state["w"] = (sw > 0).astype(np.float64)[None, :]
     state["sw"] = sw
     # Channel values go on the fit's power-of-two grids (``spec["grids"]``, see
     # .exact) so that histogram sums are exact whatever their grouping.
     grids = spec.get("grids")
     if kind == "class":
-        Kc = len(spec["classes"])
-        vals = np.zeros((1, n, Kc))
-        vals[0, np.arange(n), state["y"]] = snap(sw, grids[0])
-        state["vals"] = vals
+        state["vals"] = class_channels(state["y"], sw[None, :], np.array([grids[0]]),
+                                       len(spec["classes"]))
     elif kind == "mse":
         y = state["y"]
         chans = [snap(v, q) for v, q in zip((-sw * y, sw, sw * y * y), grids)]
@@ -99,21 +104,55 @@ def init_state(shard, state, edges, spec, row_bounds, block_ids, col_offset):
     return out
 
 
+def class_channels(y, weights, q, n_classes):
+    """One-hot class channels ``(T, n, n_classes)``: row i's weight ``weights[t, i]``
+    in the channel of its class, on tree t's grid ``q[t]`` (see .exact)."""
+    T, n = weights.shape
+    vals = np.zeros((T, n, n_classes))
+    vals[:, np.arange(n), y] = snap(weights, np.asarray(q, np.float64)[:, None])
+    return vals
+
+
 # -- random forests ----------------------------------------------------------------------
-def rf_prologue(shard, state, tree_ids, seed, bootstrap):
-    """Draw each tree's per-row Poisson(1) bootstrap counts (no data copies)."""
+def _bootstrap_counts(state, tree_ids, seed):
+    """Each tree's per-row Poisson(1) counts ``(T, n)``, drawn per row block."""
+    w = np.empty((len(tree_ids), state["Xb"].shape[0]))
+    for t, tid in enumerate(tree_ids):
+        for i, a, b in _blocks(state):
+            w[t, a:b] = np.random.default_rng([seed, int(tid), i]).poisson(1.0, b - a)
+    return w
+
+
+def rf_prologue(shard, state, tree_ids, seed, bootstrap, tree_class_weight=None):
+    """Draw each tree's per-row Poisson(1) bootstrap counts (no data copies).
+
+    ``tree_class_weight=(cw, q)``: each tree's class weights ``cw`` (T, K)
+    ("balanced_subsample") go into its own class channels, on its grid ``q`` (T,).
+    """
     n = state["Xb"].shape[0]
     T = len(tree_ids)
     if state["pos"].shape[0] != T:
         state["pos"] = np.zeros((T, n), np.int32)
     if not bootstrap:
         return None
-    w = np.empty((T, n))
-    for t, tid in enumerate(tree_ids):
-        for i, a, b in _blocks(state):
-            w[t, a:b] = np.random.default_rng([seed, int(tid), i]).poisson(1.0, b - a)
-    state["w"] = w * (state["sw"] > 0)
+    state["w"] = _bootstrap_counts(state, tree_ids, seed) * (state["sw"] > 0)
+    if tree_class_weight is not None:
+        cw, q = tree_class_weight
+        y = state["y"]
+        state["vals"] = class_channels(y, state["sw"][None, :] * cw[:, y], q, cw.shape[1])
     return None
+
+
+def rf_class_counts(shard, state, tree_ids, seed, n_classes):
+    """Each tree's bootstrap count of every class ``(T, n_classes)`` in this shard (rows
+    counted as often as drawn, whatever their weight), for "balanced_subsample".
+
+    A feature-parallel column block holds every row: only the first one answers.
+    """
+    if state["col_offset"] > 0:
+        return None
+    w = _bootstrap_counts(state, tree_ids, seed)
+    return np.stack([np.bincount(state["y"], weights=wt, minlength=n_classes) for wt in w])
 
 
 def rf_oob_prologue(shard, state, leaf_values):
