@@ -12,6 +12,12 @@ Fit time is what a user waits for, from ``fit`` to its return: binning, moving
 the data to the workers and training (a Ray cluster is started before timing).
 AUC is measured on held-out rows. Throughput = rows x features x levels x trees
 per second of fit time (the histogram work a level-wise booster does).
+
+The closing summary prints, from this run: fit time as a multiple of XGBoost's
+(boosting) and scikit-learn's (forest), the AUC differences, and fit time as a
+multiple of the scan floor: one read of the uint8 binned matrix per level (and
+per tree for forests), split over the workers, at the memory bandwidth of a
+numpy sum measured here.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import time
 
 import numpy as np
+from _machine import memory_bandwidth
 from sklearn.metrics import roc_auc_score
 
 
@@ -79,10 +86,15 @@ def main():
     engines = [("local", args.workers)] + ([] if args.no_ray else [("ray", args.workers)])
     results = []
 
+    bw = memory_bandwidth()
+    print(f"memory bandwidth (numpy sum, 1 core): {bw / 1e9:.1f} GB/s")
+    times = {}
+
     def report(name, model, seconds, proba, levels):
         auc = roc_auc_score(yte, proba(Xte))
         thr = args.rows * d * levels / seconds if levels else float("nan")
         results.append((name, seconds, auc, thr))
+        times[name] = (seconds, auc)
         print(f"{name:<40s} fit {seconds:8.2f} s   AUC {auc:.4f}   "
               f"{thr / 1e6:9.1f} M rows*features*levels/s", flush=True)
 
@@ -98,7 +110,7 @@ def main():
                                                  learning_rate=args.lr, max_bins=args.bins,
                                                  random_state=0)
                 m, s = timed(lambda est=est: est.fit(Xtr, ytr))
-                report(f"shardlearn GBT ({engine}, {n} workers)", m, s,
+                report(f"GBT {engine}", m, s,
                        lambda Z, m=m: m.predict_proba(Z)[:, 1], levels)
                 rep = m.fit_report_
                 print(f"    load {rep.load_s:.2f} s, worker steps {rep.workers_s:.2f} s, driver "
@@ -110,7 +122,7 @@ def main():
             m, s = timed(lambda: HistGradientBoostingClassifier(
                 max_iter=args.trees, max_depth=args.depth, max_leaf_nodes=None,
                 learning_rate=args.lr, max_bins=args.bins, early_stopping=False).fit(Xtr, ytr))
-        report(f"sklearn HistGradientBoosting ({args.workers} thr)", m, s,
+        report("sklearn HistGradientBoosting", m, s,
                lambda Z: m.predict_proba(Z)[:, 1], levels)
         try:
             import xgboost as xgb
@@ -118,7 +130,7 @@ def main():
             m, s = timed(lambda: xgb.XGBClassifier(
                 n_estimators=args.trees, max_depth=args.depth, learning_rate=args.lr,
                 tree_method="hist", max_bin=args.bins + 1, n_jobs=args.workers).fit(Xtr, ytr))
-            report(f"XGBoost hist ({args.workers} thr)", m, s,
+            report("XGBoost hist", m, s,
                    lambda Z: m.predict_proba(Z)[:, 1], levels)
         except ImportError:
             print("xgboost not installed")
@@ -129,7 +141,7 @@ def main():
                 n_estimators=args.trees, max_depth=args.depth, num_leaves=2 ** args.depth,
                 learning_rate=args.lr, max_bin=args.bins, n_jobs=args.workers,
                 verbose=-1).fit(Xtr, ytr))
-            report(f"LightGBM ({args.workers} thr)", m, s,
+            report("LightGBM", m, s,
                    lambda Z: m.predict_proba(Z)[:, 1], levels)
         except ImportError:
             print("lightgbm not installed")
@@ -146,6 +158,7 @@ def main():
                     n_estimators=args.rf_trees, max_depth=args.rf_depth, max_bins=args.bins,
                     random_state=0).fit(Xr, yr))
                 auc = roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
+                times[f"RF {engine}"] = (s, auc)
                 print(f"{'shardlearn RF (' + engine + ', ' + str(k) + ' workers)':<40s} fit "
                       f"{s:8.2f} s   AUC {auc:.4f}   "
                       f"{n * d * args.rf_depth * args.rf_trees / s / 1e6:9.1f} M "
@@ -155,8 +168,23 @@ def main():
         m, s = timed(lambda: SkRF(n_estimators=args.rf_trees, max_depth=args.rf_depth,
                                   n_jobs=args.workers, random_state=0).fit(Xr, yr))
         auc = roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
+        times["sklearn RandomForest"] = (s, auc)
         print(f"{'sklearn RandomForest (n_jobs=' + str(args.workers) + ')':<40s} fit {s:8.2f} s   "
               f"AUC {auc:.4f}", flush=True)
+
+    print(f"== ratios ({args.workers} workers / threads everywhere) ==")
+    gbt_floor = args.trees * args.depth * args.rows * d / (bw * args.workers)
+    rf_floor = args.rf_trees * args.rf_depth * args.rf_rows * d / (bw * args.workers)
+    for ours, ref, floor in (("GBT local", "XGBoost hist", gbt_floor),
+                             ("GBT ray", "XGBoost hist", gbt_floor),
+                             ("GBT local", "LightGBM", None),
+                             ("GBT local", "sklearn HistGradientBoosting", None),
+                             ("RF local", "sklearn RandomForest", rf_floor),
+                             ("RF ray", "sklearn RandomForest", rf_floor)):
+        if ours in times and ref in times:
+            (t, a), (tr, ar) = times[ours], times[ref]
+            extra = f"   {t / floor:6.1f}x the binned scan floor" if floor else ""
+            print(f"{ours:<10s} / {ref:<30s} time {t / tr:5.2f}x   AUC {a - ar:+.4f}{extra}")
 
 
 if __name__ == "__main__":

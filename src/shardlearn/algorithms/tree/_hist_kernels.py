@@ -186,18 +186,66 @@ def _hist_staged(Xb, vals, w, pos, slot, hist, totals, move, feature, split_bin,
                         h[o + c] += rowv[c]
 
 
+@njit(nogil=True, cache=True)
+def _hist_root(Xb, vals, w, hist, totals):
+    """One tree whose rows all sit in its root (slot 0): no node lookups, and the
+    totals summed in registers."""
+    n, n_feat = Xb.shape
+    _, Fh, B, C = hist.shape
+    cv = vals.shape[2]
+    vals_t = vals[0]
+    w_t = w[0]
+    h = hist[0].reshape(Fh * B * C)
+    rowv = np.empty(C)
+    t0 = 0.0
+    t1 = 0.0
+    cnt = 0.0
+    for i in range(n):
+        wi = w_t[i]
+        if wi == 0.0:
+            continue
+        xi = Xb[i]
+        cnt += 1.0
+        if C == 3:
+            g0 = vals_t[i, 0] * wi
+            g1 = vals_t[i, 1] * wi
+            t0 += g0
+            t1 += g1
+            for f in range(n_feat):
+                o = (f * B + xi[f]) * 3
+                h[o] += g0
+                h[o + 1] += g1
+                h[o + 2] += 1.0
+        else:
+            for c in range(cv):
+                rowv[c] = vals_t[i, c] * wi
+                totals[0, c] += rowv[c]
+            rowv[cv] = 1.0
+            for f in range(n_feat):
+                o = (f * B + xi[f]) * C
+                for c in range(C):
+                    h[o + c] += rowv[c]
+    if C == 3:
+        totals[0, 0] += t0
+        totals[0, 1] += t1
+    totals[0, C - 1] += cnt
+
+
 _NO_FEATS = np.zeros((0, 0), np.int32)
 _NO_MOVES = np.zeros((1, 1), np.int32)
 
 
-def build_histograms(Xb, vals, w, pos, slot, hist, totals):
+def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False):
     """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
 
     Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
-    exact and the order of the additions does not matter.
+    exact and the order of the additions does not matter. ``at_root``: the caller
+    knows that every row of the single tree is in its root, histogram slot 0.
     """
     m = _NO_MOVES
-    if _staged(pos, hist, None):
+    if at_root and pos.shape[0] == 1 and hist.shape[0] == 1:
+        _hist_root(Xb, vals, w, hist, totals)
+    elif _staged(pos, hist, None):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, False, m, m, m, m, m)
     else:
         _hist_rows(Xb, vals, w, pos, slot, _NO_FEATS, 0, hist, totals, False, m, m, m, m, m)

@@ -211,6 +211,10 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
         _best_splits_gh(hist, totals, fmask, lam, msl, mcw, gain, feat, sbin, mleft, left)
         _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
         return
+    if crit >= 2 and C == 3:
+        _best_splits_2class(hist, totals, fmask, crit, msl, mcw, gain, feat, sbin, mleft, left)
+        _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
+        return
     cnt = C - 1
     L = np.empty(C)
     R = np.empty(C)
@@ -294,6 +298,69 @@ def _best_splits_gh(hist, totals, fmask, lam, msl, mcw, gain, feat, sbin, mleft,
                         mleft[s] = opt
                         left[s, 0] = lg
                         left[s, 1] = lh
+                        left[s, 2] = lc
+        gain[s] = best
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _score_2class(a, b, crit):
+    """:func:`_score` of two class weights (the same operations in the same order)."""
+    W = a + b
+    if crit == 2:
+        acc = a * a + b * b
+        return acc / W if W > 0.0 else 0.0
+    acc = 0.0
+    if a > 0.0:
+        acc += a * np.log(a)
+    if b > 0.0:
+        acc += b * np.log(b)
+    if W > 0.0:
+        acc -= W * np.log(W)
+    return acc
+
+
+@njit(nogil=True, cache=True)
+def _best_splits_2class(hist, totals, fmask, crit, msl, mcw, gain, feat, sbin, mleft, left):
+    """:func:`best_splits` for gini / entropy with two classes (channels a, b, count),
+    the channel loops written out: the same additions in the same order, so the same bits."""
+    S, F, B, _ = hist.shape
+    for s in range(S):
+        best = -np.inf
+        ta, tb, tc = totals[s, 0], totals[s, 1], totals[s, 2]
+        P = _score_2class(ta, tb, crit)
+        for f in range(F):
+            if not fmask[s, f]:
+                continue
+            hf = hist[s, f]
+            for opt in range(2):
+                if opt == 1 and hf[0, 2] == 0.0:
+                    continue
+                la = hf[0, 0] if opt == 1 else 0.0
+                lb = hf[0, 1] if opt == 1 else 0.0
+                lc = hf[0, 2] if opt == 1 else 0.0
+                for k in range(1, B):
+                    la += hf[k, 0]
+                    lb += hf[k, 1]
+                    lc += hf[k, 2]
+                    if hf[k, 2] == 0.0:
+                        continue
+                    ra = ta - la
+                    rb = tb - lb
+                    rc = tc - lc
+                    if rc < msl:
+                        break
+                    if lc < msl:
+                        continue
+                    if mcw > 0.0 and (la + lb < mcw or ra + rb < mcw):
+                        continue
+                    g = _score_2class(la, lb, crit) + _score_2class(ra, rb, crit) - P
+                    if g > best:
+                        best = g
+                        feat[s] = f
+                        sbin[s] = k
+                        mleft[s] = opt
+                        left[s, 0] = la
+                        left[s, 1] = lb
                         left[s, 2] = lc
         gain[s] = best
 

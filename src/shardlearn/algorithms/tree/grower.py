@@ -450,7 +450,8 @@ def _run_prologue(shard, state, prologue):
     return fn(shard, state, *args)
 
 
-def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, moves=None):
+def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, moves=None,
+           at_root=False):
     """This shard's histograms and node totals, added to ``into=(hist, tot)`` if given.
 
     ``moves``: pending splits (a :func:`_table`) applied to the rows in the same pass
@@ -471,7 +472,7 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     elif feats is not None:
         K.build_histograms_subset(Xb, vals, w, pos, slots, feats, state["col_offset"], hist, tot)
     else:
-        K.build_histograms(Xb, vals, w, pos, slots, hist, tot)
+        K.build_histograms(Xb, vals, w, pos, slots, hist, tot, at_root)
     return hist, tot
 
 
@@ -500,7 +501,8 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     if n_slots == 0:
         return hist, tot, extras
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
-                       None if hist is None else (hist, tot), pending if fuse else None)
+                       None if hist is None else (hist, tot), pending if fuse else None,
+                       at_root=root)
     return hist, tot, extras
 
 
