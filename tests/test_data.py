@@ -18,7 +18,7 @@ from shardlearn.data import (
     plan_shard_count,
     row_boundaries,
 )
-from shardlearn.data.planning import MIN_SHARD_ROWS
+from shardlearn.data.planning import MIN_SHARD_ROWS, MIN_SPLIT_SHARDS
 from shardlearn.testing import session
 
 
@@ -126,14 +126,17 @@ def test_fortran_or_strided_input_gives_c_contiguous_shards():
 
 # -- how many shards ------------------------------------------------------------------
 def test_shard_count_follows_data_size():
-    # 10,000 rows x 2 float64 = 160,000 bytes; 40,000-byte shards -> 4 shards.
-    X = _rng().normal(size=(10_000, 2))
-    ds = Dataset.from_arrays(X, shard_bytes=40_000)
-    assert ds.n_shards == math.ceil(X.nbytes / 40_000)
-    assert ds.n_shards == plan_shard_count(10_000, X.nbytes / 10_000, shard_bytes=40_000)
+    # 20,000 rows x 2 float64 = 320,000 bytes; 20,000-byte shards -> 16 shards.
+    X = _rng().normal(size=(20_000, 2))
+    ds = Dataset.from_arrays(X, shard_bytes=20_000)
+    assert ds.n_shards == math.ceil(X.nbytes / 20_000) == 16
+    assert ds.n_shards == plan_shard_count(20_000, X.nbytes / 20_000, shard_bytes=20_000)
     # Twice the rows, twice the shards.
-    X2 = _rng().normal(size=(20_000, 2))
-    assert Dataset.from_arrays(X2, shard_bytes=40_000).n_shards == 2 * ds.n_shards
+    X2 = _rng().normal(size=(40_000, 2))
+    assert Dataset.from_arrays(X2, shard_bytes=20_000).n_shards == 2 * ds.n_shards
+    # A little more than one shard's worth: MIN_SPLIT_SHARDS shards, so that workers
+    # can be kept evenly busy.
+    assert Dataset.from_arrays(X, shard_bytes=X.nbytes // 3).n_shards == MIN_SPLIT_SHARDS
     # Small data: one shard.
     assert Dataset.from_arrays(X[:500]).n_shards == 1
 
@@ -141,6 +144,9 @@ def test_shard_count_follows_data_size():
 def test_plan_shard_count_rules():
     # By bytes.
     assert plan_shard_count(1_000_000, 800.0, shard_bytes=16 * 2**20) == math.ceil(8e8 / 2**24)
+    # At least MIN_SPLIT_SHARDS once the data needs more than one.
+    assert plan_shard_count(100_000, 8.0, shard_bytes=400_000) == MIN_SPLIT_SHARDS
+    assert plan_shard_count(100_000, 8.0, shard_bytes=800_000) == 1
     # Never shards smaller than MIN_SHARD_ROWS rows (unless the data is smaller).
     assert plan_shard_count(5 * MIN_SHARD_ROWS, 10_000.0, shard_bytes=1000) == 5
     assert plan_shard_count(MIN_SHARD_ROWS - 1, 10_000.0, shard_bytes=1000) == 1

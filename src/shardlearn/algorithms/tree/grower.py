@@ -366,7 +366,7 @@ class Grower:
         if cfg.split.criterion == "gh":
             return g > 0.0
         scale = root_w[t] * (np.log(2.0) if cfg.split.criterion == "entropy" else 1.0)
-        return not g / scale + np.finfo(float).eps < cfg.min_impurity_decrease
+        return not g / scale + _EPS < cfg.min_impurity_decrease
 
     def _decide(self, trees, frontier, best, root_w):
         """Level-wise growth: every node of the level that may split does."""
