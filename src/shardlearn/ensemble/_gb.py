@@ -104,6 +104,7 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
                          "train_score_", "validation_score_", "feature_importances_",
                          "is_categorical_")
     _classifier = False
+    _onnx_kind = "boost"
 
     def __init__(self, *, learning_rate=0.1, n_estimators=100, max_depth=6, max_leaves=None,
                  min_samples_leaf=20, min_child_weight=1e-3, reg_lambda=0.0, subsample=1.0,

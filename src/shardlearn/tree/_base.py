@@ -189,6 +189,62 @@ class HistTreeMixin(DistributedEstimatorMixin):
         Xc = self._predict_input(X, allow_nan=True)
         return M.leaf_outputs(self.forest_, Xc)
 
+    #: How the trees combine: "mean" (trees, forests) or "boost" (baseline + sum).
+    _onnx_kind = "mean"
+
+    def to_onnx(self, path=None, *, dtype=np.float64, ml_opset=5):
+        """The fitted model as an ONNX graph (``onnx.ModelProto``); needs ``shardlearn[onnx]``.
+
+        Input ``X``: ``(N, n_features)`` of ``dtype``, NaN meaning missing.
+        Outputs follow skl2onnx: classifiers give ``label`` (``(N,)``, the class
+        labels: int64 for integer classes, strings for string classes) and
+        ``probabilities`` (``(N, n_classes)``, as ``predict_proba``); regressors give
+        ``variable`` (``(N, 1)``, as ``predict``). Splits, missing-value
+        directions and categorical splits are reproduced exactly.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Also write the model there (use a ``.onnx`` suffix).
+        dtype : np.float64 or np.float32, default=np.float64
+            Type of the input, thresholds and leaf values. float64 reproduces
+            ``predict``/``predict_proba`` to float64 rounding; float32 rounds each
+            threshold down to a float32, so float32 inputs route exactly as here and
+            only the sums carry float32 rounding.
+        ml_opset : {5, 3}, default=5
+            5: the ``ai.onnx.ml`` ``TreeEnsemble`` operator (onnxruntime 1.20 or
+            newer); outputs of ``dtype``, categorical splits as ``BRANCH_MEMBER``.
+            3: ``TreeEnsembleRegressor`` (older runtimes); float32 outputs whatever
+            ``dtype``, and a model with categorical splits raises ``ValueError``.
+
+        Returns
+        -------
+        onnx.ModelProto
+
+        Examples
+        --------
+        >>> import onnxruntime as ort                               # doctest: +SKIP
+        >>> model = clf.to_onnx("model.onnx")                       # doctest: +SKIP
+        >>> sess = ort.InferenceSession("model.onnx")               # doctest: +SKIP
+        >>> label, proba = sess.run(None, {"X": X.astype(np.float64)})  # doctest: +SKIP
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        from .. import __version__
+        from ..algorithms.tree.onnx_export import forest_to_onnx, import_onnx
+
+        check_is_fitted(self)
+        onnx = import_onnx()
+        model = forest_to_onnx(
+            self.forest_, n_features=self.n_features_in_, kind=self._onnx_kind,
+            classes=getattr(self, "classes_", None) if self._classifier else None,
+            baseline=getattr(self, "baseline_", None), dtype=dtype, ml_opset=ml_opset,
+            name=type(self).__name__, feature_names=getattr(self, "feature_names_in_", None),
+            producer_version=__version__)
+        if path is not None:
+            onnx.save_model(model, path)
+        return model
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
