@@ -110,3 +110,34 @@ def test_weighted_regression_fits_like_the_unrounded_answer():
     r2_ours = ours.score(X, y, sample_weight=sw)
     r2_ref = ref.score(X, y, sample_weight=sw)
     assert abs(r2_ours - r2_ref) < 0.005
+
+
+@pytest.mark.parametrize("parallel", ["data", "feature"])
+def test_whole_number_class_histograms_in_float32_give_the_float64_forest(
+        local_session, monkeypatch, parallel):
+    # Unweighted classification: every histogram value and sum is an integer below
+    # 2**24, so float32 histograms (half the bytes) must give the same forest as
+    # float64 ones, bit for bit; a fractional sample weight keeps float64.
+    from shardlearn.algorithms.tree import fit as tree_fit
+    from shardlearn.ensemble import RandomForestClassifier
+    from shardlearn.testing import assert_same_forest
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(4000, 6))
+    X[::13, 2] = np.nan
+    y = (X[:, 0] + np.sin(3 * X[:, 1]) + 0.3 * rng.normal(size=4000) > 0).astype(int) + (X[:, 3] > 1)
+    est = RandomForestClassifier(n_estimators=6, max_depth=8, random_state=0, parallel=parallel)
+    f32 = est.fit(X, y)
+    assert f32.fit_report_.extra["hist_dtype"] == "float32"
+    forest32 = f32.forest_
+    monkeypatch.setattr(tree_fit, "FLOAT32_EXACT_LIMIT", 0.0)
+    f64 = RandomForestClassifier(n_estimators=6, max_depth=8, random_state=0,
+                                 parallel=parallel).fit(X, y)
+    assert f64.fit_report_.extra["hist_dtype"] == "float64"
+    assert_same_forest(forest32, f64.forest_)
+    monkeypatch.undo()
+    sw = np.full(4000, 1.0)
+    sw[::7] = 0.5
+    weighted = RandomForestClassifier(n_estimators=2, max_depth=4, random_state=0,
+                                      parallel=parallel).fit(X, y, sample_weight=sw)
+    assert weighted.fit_report_.extra["hist_dtype"] == "float64"

@@ -22,6 +22,9 @@ from .splitting import SplitParams, leaf_values
 #: Feature-parallel mode: at most this many column blocks (each holds every row).
 MAX_FEATURE_BLOCKS = 8
 
+#: float32 holds every integer below this exactly.
+FLOAT32_EXACT_LIMIT = 2.0**24
+
 
 @dataclass(frozen=True)
 class ColumnBlockSource:
@@ -68,6 +71,7 @@ class TreeFit:
         self.params = params
         self.C = n_channels
         self.max_bins = max_bins
+        self.hist_dtype = "float64"     # float32 where that is exact (_set_grids)
         self.parallel = parallel
         self.name = name
         self.session = session
@@ -113,9 +117,11 @@ class TreeFit:
                           list(range(ds.n_shards)), 0, step="init_columns", restore=True)
                 coord.map(_set_offsets, [a for a, _ in feature_blocks(ds.n_features)],
                           step="init_columns", restore=True)
-                self.backend = FeatureParallel(coord, self.params, self.edges.hist_bins, self.C)
+                self.backend = FeatureParallel(coord, self.params, self.edges.hist_bins, self.C,
+                                               self.hist_dtype)
             else:
-                self.backend = DataParallel(coord, self.params, self.edges.hist_bins, self.C)
+                self.backend = DataParallel(coord, self.params, self.edges.hist_bins, self.C,
+                                            self.hist_dtype)
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -131,6 +137,7 @@ class TreeFit:
                                self.spec.get("class_weight"), step="target_bounds"))
         self.max_sw = float(b[:, 0].max())
         self.y_range = (float(b[:, 1].min()), float(b[:, 2].max()))
+        integral = bool(b[:, 3].all())
         n = self.dataset.n_rows
         # Bootstrap multiplies rows by Poisson(1) counts, whose sum stays below 2n + 64.
         terms = 2 * n + 64 if self.spec.get("bootstrap") else n
@@ -139,6 +146,12 @@ class TreeFit:
         sw = self.max_sw
         if self.spec["kind"] == "class":
             self.spec["grids"] = (grid(sw, terms),)
+            # Whole-number row weights (no sample or class weights, bootstrap counts):
+            # every histogram value and sum is an integer below 2**24, which float32
+            # holds exactly. Half the bytes to zero, fill, move, add and search, and
+            # the same sums bit for bit.
+            if integral and not self.spec.get("per_tree_weights") and terms * sw < FLOAT32_EXACT_LIMIT:
+                self.hist_dtype = "float32"
         elif self.spec["kind"] == "mse":
             self.spec["grids"] = (grid(sw * ym, terms), grid(sw, terms), grid(sw * ym * ym, terms))
 
@@ -151,7 +164,8 @@ class TreeFit:
         return FitReport.from_runtime(
             estimator, self.coord.report, wall_s=time.perf_counter() - self.t0, n_iter=n_iter,
             converged=True, objective_history=history,
-            extra={"parallel": self.parallel, "max_bins": self.max_bins, **(extra or {})})
+            extra={"parallel": self.parallel, "max_bins": self.max_bins,
+                   "hist_dtype": self.hist_dtype, **(extra or {})})
 
 
 def _set_offsets(shard, state, offsets):
@@ -197,7 +211,8 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
     if per_tree_cw and not bootstrap:
         raise ValueError('class_weight="balanced_subsample" needs bootstrap=True.')
     spec = {"kind": kind, "classes": classes, "n_trees": 1, "bootstrap": bool(bootstrap),
-            "class_weight": None if per_tree_cw else class_weight}
+            "class_weight": None if per_tree_cw else class_weight,
+            "per_tree_weights": per_tree_cw}
     params = SplitParams(crit, 0.0, min_samples_leaf, 0.0, categorical)
     cfg = GrowConfig(params, max_depth=max_depth, max_leaves=max_leaf_nodes,
                      min_samples_split=min_samples_split,

@@ -451,16 +451,18 @@ def _run_prologue(shard, state, prologue):
 
 
 def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, moves=None,
-           at_root=False):
+           at_root=False, dtype="float64"):
     """This shard's histograms and node totals, added to ``into=(hist, tot)`` if given.
 
     ``moves``: pending splits (a :func:`_table`) applied to the rows in the same pass
-    (data-parallel only: every feature of the row is in this block).
+    (data-parallel only: every feature of the row is in this block). ``dtype``: of the
+    histograms (float32 only where every value and sum is an integer below 2**24,
+    see ``TreeFit.hist_dtype``); totals are float64.
     """
     Xb = state["Xb"]
     width = feats.shape[1] if feats is not None else Xb.shape[1]
     if into is None:
-        hist = np.zeros((n_slots, width, n_bins, n_channels))
+        hist = np.zeros((n_slots, width, n_bins, n_channels), dtype=dtype)
         tot = np.zeros((n_slots, n_channels))
     else:
         hist, tot = into
@@ -477,7 +479,7 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
 
 
 def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, root, prologue,
-                      feats=None):
+                      feats=None, dtype="float64"):
     """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
 
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
@@ -502,12 +504,12 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
         return hist, tot, extras
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
                        None if hist is None else (hist, tot), pending if fuse else None,
-                       at_root=root)
+                       at_root=root, dtype=dtype)
     return hist, tot, extras
 
 
 def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, params,
-                         n_bins, n_channels, keep, root, prologue):
+                         n_bins, n_channels, keep, root, prologue, dtype="float64"):
     """Feature-parallel: apply pending (bitmask), build and derive this block's
     histograms, and return the best split per node among the features held here."""
     if pending is not None:
@@ -523,7 +525,7 @@ def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, p
         state["parents"] = _hold(state.get("parents"), [], None, keep)
         return None, None, extra
     fmask, feats = fmask
-    hist, tot = _build(state, slots, n_built, n_bins, n_channels, feats)
+    hist, tot = _build(state, slots, n_built, n_bins, n_channels, feats, dtype=dtype)
     node_tot = tot if root else totals
     if derived:
         parents = state["parents"]
@@ -575,11 +577,13 @@ class DataParallel:
 
     bits_mode = False
 
-    def __init__(self, coord, params: SplitParams, n_bins: int, n_channels: int):
+    def __init__(self, coord, params: SplitParams, n_bins: int, n_channels: int,
+                 hist_dtype: str = "float64"):
         self.coord = coord
         self.params = params
         self.B = n_bins
         self.C = n_channels
+        self.hist_dtype = hist_dtype
         self.pending = None
         self._held = {}          # (tree, node) -> summed histogram of a frontier node
 
@@ -603,7 +607,7 @@ class DataParallel:
         fmask, feats = fmask
         pend = self.coord.broadcast(pending) if pending is not None else None
         out = self.coord.map(data_level_kernel, pend, slots, self.B, self.C, root, prologue,
-                             feats, step="tree_level", restore=True, fold=True)
+                             feats, self.hist_dtype, step="tree_level", restore=True, fold=True)
         extra = [e for _, e in sorted((e for o in out for e in o[2]), key=lambda e: e[0])]
         hist, tot = _sum_parts([o[0] for o in out]), _sum_parts([o[1] for o in out])
         if root:
@@ -631,11 +635,13 @@ class FeatureParallel:
 
     bits_mode = True
 
-    def __init__(self, coord, params: SplitParams, n_bins: int, n_channels: int):
+    def __init__(self, coord, params: SplitParams, n_bins: int, n_channels: int,
+                 hist_dtype: str = "float64"):
         self.coord = coord
         self.params = params
         self.B = n_bins
         self.C = n_channels
+        self.hist_dtype = hist_dtype
         self.pending = None
         self._held = frozenset()   # keys of the histograms the workers hold (_hold)
 
@@ -668,7 +674,8 @@ class FeatureParallel:
         der = [(d[0], d[1], bidx[d[2]]) for d in derived]   # parents by (tree, node) key
         pend = self.coord.broadcast(pending) if pending is not None else None
         out = self.coord.map(feature_level_kernel, pend, slots, der, totals, fmask, self.params,
-                             self.B, self.C, keep, root, prologue, step="tree_level",
+                             self.B, self.C, keep, root, prologue, self.hist_dtype,
+                             step="tree_level",
                              restore=True)
         best = None
         for o in out:

@@ -21,7 +21,8 @@ def summaries_kernel(shard, state, max_bins, categorical=None):
 
 
 def bounds_kernel(shard, state, classes=None, class_weight=None):
-    """``[max sample weight, min y, max y]`` of the shard (y: 0 when not numeric).
+    """``[max sample weight, min y, max y, all weights whole numbers]`` of the shard
+    (y: 0 when not numeric; the last entry 1.0 or 0.0).
 
     With ``class_weight`` (per class of ``classes``) the weight is ``sw * class_weight[y]``.
     """
@@ -33,7 +34,8 @@ def bounds_kernel(shard, state, classes=None, class_weight=None):
         lo, hi = float(np.min(y)), float(np.max(y))
     else:
         lo = hi = 0.0
-    return np.array([float(np.max(sw)) if sw.size else 0.0, lo, hi])
+    whole = float(bool(np.all(sw == np.floor(sw))))
+    return np.array([float(np.max(sw)) if sw.size else 0.0, lo, hi, whole])
 
 
 def binned_kernel(shard, state):
