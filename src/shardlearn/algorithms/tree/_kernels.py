@@ -207,12 +207,8 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
     node has missing values. Outputs are filled in place (feat = local index).
     """
     S, F, B, C = hist.shape
-    if crit == 0 and C == 3:
-        _best_splits_gh(hist, totals, fmask, lam, msl, mcw, gain, feat, sbin, mleft, left)
-        _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
-        return
-    if crit >= 2 and C == 3:
-        _best_splits_2class(hist, totals, fmask, crit, msl, mcw, gain, feat, sbin, mleft, left)
+    if C == 3 and crit != 1:
+        _best_splits_3(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft, left)
         _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
         return
     cnt = C - 1
@@ -252,59 +248,13 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
     _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
 
 
-@njit(nogil=True, cache=True)
-def _best_splits_gh(hist, totals, fmask, lam, msl, mcw, gain, feat, sbin, mleft, left):
-    """:func:`best_splits` for boosting's (g, h, count) channels, with the channel
-    loops written out: the same additions in the same order, so the same bits."""
-    S, F, B, _ = hist.shape
-    for s in range(S):
-        best = -np.inf
-        tg, th, tc = totals[s, 0], totals[s, 1], totals[s, 2]
-        hp = th + lam
-        P = tg * tg / hp if hp > 0.0 else 0.0
-        for f in range(F):
-            if not fmask[s, f]:
-                continue
-            hf = hist[s, f]
-            for opt in range(2):
-                if opt == 1 and hf[0, 2] == 0.0:
-                    continue
-                lg = hf[0, 0] if opt == 1 else 0.0
-                lh = hf[0, 1] if opt == 1 else 0.0
-                lc = hf[0, 2] if opt == 1 else 0.0
-                for k in range(1, B):
-                    lg += hf[k, 0]
-                    lh += hf[k, 1]
-                    lc += hf[k, 2]
-                    if hf[k, 2] == 0.0:
-                        continue
-                    rg = tg - lg
-                    rh = th - lh
-                    rc = tc - lc
-                    if rc < msl:
-                        break
-                    if lc < msl:
-                        continue
-                    if mcw > 0.0 and (lh < mcw or rh < mcw):
-                        continue
-                    hl = lh + lam
-                    hr = rh + lam
-                    g = ((lg * lg / hl if hl > 0.0 else 0.0)
-                         + (rg * rg / hr if hr > 0.0 else 0.0)) - P
-                    if g > best:
-                        best = g
-                        feat[s] = f
-                        sbin[s] = k
-                        mleft[s] = opt
-                        left[s, 0] = lg
-                        left[s, 1] = lh
-                        left[s, 2] = lc
-        gain[s] = best
-
-
 @njit(nogil=True, cache=True, inline="always")
-def _score_2class(a, b, crit):
-    """:func:`_score` of two class weights (the same operations in the same order)."""
+def _score3(a, b, crit, lam):
+    """:func:`_score` of a node with two value channels ``a``, ``b`` (boosting's g, h,
+    or two class weights): the same operations in the same order."""
+    if crit == 0:
+        h = b + lam
+        return a * a / h if h > 0.0 else 0.0
     W = a + b
     if crit == 2:
         acc = a * a + b * b
@@ -320,14 +270,15 @@ def _score_2class(a, b, crit):
 
 
 @njit(nogil=True, cache=True)
-def _best_splits_2class(hist, totals, fmask, crit, msl, mcw, gain, feat, sbin, mleft, left):
-    """:func:`best_splits` for gini / entropy with two classes (channels a, b, count),
-    the channel loops written out: the same additions in the same order, so the same bits."""
+def _best_splits_3(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft, left):
+    """:func:`best_splits` for two value channels and a count (boosting's g, h, or two
+    classes' weights; crit 0, 2 or 3), the channel loops written out: the same
+    additions in the same order, so the same bits, about three times faster."""
     S, F, B, _ = hist.shape
     for s in range(S):
         best = -np.inf
         ta, tb, tc = totals[s, 0], totals[s, 1], totals[s, 2]
-        P = _score_2class(ta, tb, crit)
+        P = _score3(ta, tb, crit, lam)
         for f in range(F):
             if not fmask[s, f]:
                 continue
@@ -351,9 +302,13 @@ def _best_splits_2class(hist, totals, fmask, crit, msl, mcw, gain, feat, sbin, m
                         break
                     if lc < msl:
                         continue
-                    if mcw > 0.0 and (la + lb < mcw or ra + rb < mcw):
-                        continue
-                    g = _score_2class(la, lb, crit) + _score_2class(ra, rb, crit) - P
+                    if mcw > 0.0:
+                        # a child's weight: its hessian (boosting) or its class weights
+                        if crit == 0 and (lb < mcw or rb < mcw):
+                            continue
+                        if crit != 0 and (la + lb < mcw or ra + rb < mcw):
+                            continue
+                    g = _score3(la, lb, crit, lam) + _score3(ra, rb, crit, lam) - P
                     if g > best:
                         best = g
                         feat[s] = f
