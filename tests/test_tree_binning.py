@@ -8,7 +8,7 @@ import pytest
 from shardlearn.algorithms.tree import _kernels as K
 from shardlearn.algorithms.tree.binning import bin_matrix, feature_summaries, merge_summaries
 from shardlearn.algorithms.tree.exact import grid, snap
-from shardlearn.algorithms.tree.splitting import SplitParams, find_best_splits, subtract
+from shardlearn.algorithms.tree.splitting import SplitParams, find_best_splits, with_siblings
 
 
 def _edges(X, n_shards=3, max_bins=255):
@@ -126,9 +126,14 @@ def test_subtraction_leaves_empty_bins_exactly_zero():
     child = parent * rng.uniform(0.3, 0.7, size=parent.shape)
     parent[1, 2] = [0.1 + 0.2, 0.3, 4.0]
     child[1, 2] = [0.3, 0.1 + 0.2, 4.0]                 # same rows: nothing left
-    d = subtract(parent, child)
+    built = np.stack([rng.normal(size=(3, 5, 3)), child])
+    out = with_siblings(built, [parent], [1])
+    np.testing.assert_array_equal(out[:2], built)       # the built nodes come first
+    d = out[2]
     assert (d[1, 2] == 0).all()
-    np.testing.assert_array_equal(d[0], parent[0] - child[0])
+    expect = parent - child
+    expect[1, 2] = 0.0
+    np.testing.assert_array_equal(d, expect)
 
 
 def _brute_force_gh(x, g, h, lam, msl):

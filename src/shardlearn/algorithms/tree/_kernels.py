@@ -101,6 +101,21 @@ def apply_bits(pos, feature, left, right, bits):
 
 
 @njit(nogil=True, cache=True)
+def subtract_into(parent, child, out):
+    """``out = parent - child`` for one node's (F, B, C) histogram, bins left without
+    rows (count channel 0) set to exactly zero."""
+    F, B, C = parent.shape
+    for f in range(F):
+        for b in range(B):
+            if parent[f, b, C - 1] - child[f, b, C - 1] == 0.0:
+                for c in range(C):
+                    out[f, b, c] = 0.0
+            else:
+                for c in range(C):
+                    out[f, b, c] = parent[f, b, c] - child[f, b, c]
+
+
+@njit(nogil=True, cache=True)
 def forest_leaves(X, feature, threshold, missing_left, left, right, offsets, cat_start,
                   cat_size, cat_values, cat_row, cat_bitmap, out):
     """Leaf (tree-local node index) reached by each row of raw ``X`` in each tree.

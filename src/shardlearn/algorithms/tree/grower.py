@@ -39,7 +39,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels as K
-from .splitting import CAT_WORDS, BestSplits, SplitParams, find_best_splits, impurity, subtract
+from .splitting import (
+    CAT_WORDS,
+    BestSplits,
+    SplitParams,
+    find_best_splits,
+    impurity,
+    with_siblings,
+)
 
 #: Histogram bytes of one level above which the level is built in several passes
 #: without keeping parent histograms (no subtraction trick at the next level);
@@ -529,9 +536,8 @@ def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, p
     node_tot = tot if root else totals
     if derived:
         parents = state["parents"]
-        der = subtract(np.stack([parents[tuple(d[1])] for d in derived]),
-                       hist[np.array([d[2] for d in derived])])
-        hist = np.concatenate([hist, der])
+        hist = with_siblings(hist, [parents[tuple(d[1])] for d in derived],
+                             [d[2] for d in derived])
     offset = state["col_offset"]
     if feats is not None:
         held = (feats >= offset) & (feats < offset + state["Xb"].shape[1])
@@ -605,8 +611,9 @@ class DataParallel:
         self.pending = None
         slots = _slots_from(built, n_trees, width)
         fmask, feats = fmask
-        pend = self.coord.broadcast(pending) if pending is not None else None
-        out = self.coord.map(data_level_kernel, pend, slots, self.B, self.C, root, prologue,
+        # The split table goes as an argument: the coordinator sends a small one inline
+        # and puts a large one in the object store once for all workers.
+        out = self.coord.map(data_level_kernel, pending, slots, self.B, self.C, root, prologue,
                              feats, self.hist_dtype, step="tree_level", restore=True, fold=True)
         extra = [e for _, e in sorted((e for o in out for e in o[2]), key=lambda e: e[0])]
         hist, tot = _sum_parts([o[0] for o in out]), _sum_parts([o[1] for o in out])
@@ -614,18 +621,16 @@ class DataParallel:
             totals = tot
         if derived:
             bidx = {node: i for i, node in enumerate(built)}
-            bi = np.array([bidx[s] for _, _, s in derived])
-            der = subtract(np.stack([self._held[p] for _, p, _ in derived]), hist[bi])
-            hist = np.concatenate([hist, der])
+            hist = with_siblings(hist, [self._held[p] for _, p, _ in derived],
+                                 [bidx[s] for _, _, s in derived])
         order = built + [d[0] for d in derived]
         best = _search_in_parallel(hist, totals, self.params, fmask, feats)
         self._held = _hold(self._held, order, hist, keep)
         return LevelResult(best, tot if root else None, extra)
 
     def finish(self, prologue=None):
-        pend = self.coord.broadcast(self.pending) if self.pending is not None else None
-        self.pending = None
-        return self.coord.map(finish_kernel, pend, False, prologue, step="tree_finish",
+        pending, self.pending = self.pending, None
+        return self.coord.map(finish_kernel, pending, False, prologue, step="tree_finish",
                               restore=True)
 
 
@@ -672,8 +677,7 @@ class FeatureParallel:
         slots = _slots_from(built, n_trees, width)
         bidx = {node: i for i, node in enumerate(built)}
         der = [(d[0], d[1], bidx[d[2]]) for d in derived]   # parents by (tree, node) key
-        pend = self.coord.broadcast(pending) if pending is not None else None
-        out = self.coord.map(feature_level_kernel, pend, slots, der, totals, fmask, self.params,
+        out = self.coord.map(feature_level_kernel, pending, slots, der, totals, fmask, self.params,
                              self.B, self.C, keep, root, prologue, self.hist_dtype,
                              step="tree_level",
                              restore=True)
@@ -689,9 +693,8 @@ class FeatureParallel:
         return LevelResult(best, out[0][1] if root else None, [o[2] for o in out])
 
     def finish(self, prologue=None):
-        pend = self.coord.broadcast(self.pending) if self.pending is not None else None
-        self.pending = None
-        return self.coord.map(finish_kernel, pend, True, prologue, step="tree_finish",
+        pending, self.pending = self.pending, None
+        return self.coord.map(finish_kernel, pending, True, prologue, step="tree_finish",
                               restore=True)
 
 

@@ -167,10 +167,14 @@ def find_best_splits(hist, totals, params: SplitParams, feature_mask=None,
     return out
 
 
-def subtract(parent, child):
-    """Sibling histogram ``parent - child``; bins left without rows are exactly zero."""
-    out = parent - child
-    out[out[..., -1] == 0] = 0.0
+def with_siblings(hist, parents, small_rows):
+    """``hist`` (S, F, B, C) followed by the larger siblings ``parents[k] -
+    hist[small_rows[k]]``, in one new array; bins left without rows are exactly zero."""
+    n = hist.shape[0]
+    out = np.empty((n + len(parents),) + hist.shape[1:], dtype=hist.dtype)
+    out[:n] = hist
+    for k, (parent, r) in enumerate(zip(parents, small_rows)):
+        K.subtract_into(parent, hist[r], out[n + k])
     return out
 
 
