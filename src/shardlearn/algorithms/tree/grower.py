@@ -195,7 +195,8 @@ class Grower:
         # features (no subtraction trick: a child samples other features).
         self.compact = cfg.max_features is not None and cfg.max_features < n_features
         width = cfg.max_features if self.compact else n_features
-        self.node_bytes = width * edges.hist_bins * n_channels * 8
+        itemsize = np.dtype(getattr(backend, "hist_dtype", "float64")).itemsize
+        self.node_bytes = width * edges.hist_bins * n_channels * itemsize
 
     # -- node eligibility --------------------------------------------------------------
     def _may_split(self, tree: TreeBuild, v: int) -> bool:
