@@ -82,6 +82,86 @@ def _reference_hist(Xb, vals, w, node_of_row, n_nodes, B):
     return H
 
 
+@pytest.mark.parametrize("case", ["root", "one tree, several nodes", "several trees",
+                                  "node feature subsets", "four channels", "float32 counts"])
+@pytest.mark.parametrize("move", [False, True])
+def test_every_histogram_path_matches_the_reference(case, move):
+    # The kernels take different loops (a root without node lookups, one node at a time
+    # for a single tree, all nodes in one pass for several trees or feature subsets,
+    # rows moved to their children in the same pass); each must give the plain
+    # per-row sums, in float64 or, for whole numbers, float32.
+    rng = np.random.default_rng(11)
+    n, F, B = 700, 5, 13
+    T = 3 if case == "several trees" else 1
+    Cv = 3 if case == "four channels" else 2
+    Xb = rng.integers(0, B, size=(n, F)).astype(np.uint8)
+    whole = case == "float32 counts"
+    vals = rng.integers(0, 3, size=(T, n, Cv)).astype(float) if whole else rng.normal(size=(T, n, Cv))
+    w = rng.poisson(1.0, size=(T, n)).astype(float)
+    n_nodes = 7
+    # Before this level rows sit in nodes 0..2; nodes 0 and 2 split (children 3,4 and
+    # 5,6), node 1 is a leaf; the table moves them when ``move``.
+    pos = rng.integers(0, 3, size=(T, n)).astype(np.int32)
+    feature = np.full((T, n_nodes), -1, np.int32)
+    feature[:, 0], feature[:, 2] = 1, 3
+    split_bin = np.zeros((T, n_nodes), np.int32)
+    split_bin[:, 0], split_bin[:, 2] = 5, 8
+    missing_left = np.zeros((T, n_nodes), np.int32)
+    missing_left[:, 2] = 1
+    left = np.full((T, n_nodes), -1, np.int32)
+    right = np.full((T, n_nodes), -1, np.int32)
+    left[:, 0], right[:, 0], left[:, 2], right[:, 2] = 3, 4, 5, 6
+    after = pos.copy()
+    for t in range(T):
+        for i in range(n):
+            v = pos[t, i]
+            if feature[t, v] >= 0:
+                b = Xb[i, feature[t, v]]
+                go_left = missing_left[t, v] == 1 if b == 0 else b <= split_bin[t, v]
+                after[t, i] = left[t, v] if go_left else right[t, v]
+    if case == "root":
+        pos[:] = 0
+        after[:] = 0
+        move = False
+    counted = [0] if case == "root" else [3, 6, 1]          # node -> slot by position
+    slots = np.full((T, n_nodes), -1, np.int32)
+    for t in range(T):
+        for k, v in enumerate(counted):
+            slots[t, v] = t * len(counted) + k
+    S = T * len(counted)
+    feats = None
+    if case == "node feature subsets":
+        feats = np.array([[0, 2, 4], [1, 3, -1], [4, -1, -1]], np.int32)
+    width = F if feats is None else feats.shape[1]
+    dtype = np.float32 if whole else np.float64
+    hist = np.zeros((S, width, B, Cv + 1), dtype=dtype)
+    tot = np.zeros((S, Cv + 1))
+    p = pos.copy() if move else after.copy()
+    if move and feats is None:
+        K.split_and_build(Xb, vals, w, p, feature, split_bin, missing_left, left, right, slots,
+                          hist, tot)
+    elif move:
+        K.split_and_build(Xb, vals, w, p, feature, split_bin, missing_left, left, right, slots,
+                          hist, tot, feats)
+    elif feats is not None:
+        K.build_histograms_subset(Xb, vals, w, p, slots, feats, 0, hist, tot)
+    else:
+        K.build_histograms(Xb, vals, w, p, slots, hist, tot, case == "root")
+    np.testing.assert_array_equal(p, after)
+    for t in range(T):
+        node_slot = slots[t][after[t]]
+        ref = _reference_hist(Xb, vals[t], w[t], node_slot, S, B)
+        rows = slice(t * len(counted), (t + 1) * len(counted))
+        if feats is not None:
+            for s in range(S):
+                for j, f in enumerate(feats[s]):
+                    expect = ref[s, f] if f >= 0 else 0.0
+                    np.testing.assert_allclose(hist[s, j], expect, rtol=1e-12, atol=1e-12)
+        else:
+            np.testing.assert_allclose(hist[rows], ref[rows], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(tot[rows], ref[rows, 0].sum(axis=1), rtol=1e-12, atol=1e-12)
+
+
 def test_histogram_kernel_matches_reference_and_grid_sums_are_exact():
     rng = np.random.default_rng(3)
     n, F, B = 500, 4, 17
