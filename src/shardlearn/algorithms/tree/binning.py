@@ -138,16 +138,15 @@ class BinEdges:
             raise ValueError(f"feature {feature} is not categorical")
         return self.bin_values[feature]
 
-    def padded_thresholds(self):
-        """``(thr, n_thr)``: thresholds as one (d, 256) float64 array padded with +inf,
-        and their numbers."""
-        n_thr = np.array([len(t) for t in self.thresholds], dtype=np.int64)
-        if n_thr.max(initial=0) > 255:
-            raise ValueError("more than 256 bins per feature")   # max_bins <= 255
+    def padded_thresholds(self) -> np.ndarray:
+        """The thresholds as one (d, 256) float64 array padded with +inf."""
+        if max((len(t) for t in self.thresholds), default=0) > 254:
+            # Value bins are 1 .. n_thresholds + 1 and must fit in uint8.
+            raise ValueError("more than 255 value bins for a feature (max_bins is at most 255)")
         thr = np.full((len(self.thresholds), 256), np.inf)
         for j, t in enumerate(self.thresholds):
             thr[j, :len(t)] = t
-        return thr, n_thr
+        return thr
 
     @property
     def n_bins(self) -> np.ndarray:
@@ -263,8 +262,7 @@ def bin_matrix(X, edges: BinEdges) -> np.ndarray:
     n, d = X.shape
     out = np.empty((n, d), dtype=np.uint8)
     if X.dtype.kind == "f" and X.flags.c_contiguous:
-        thr, n_thr = edges.padded_thresholds()
-        _bin_rows(X, thr, n_thr, out)
+        _bin_rows(X, edges.padded_thresholds(), out)
         return out
     for j in range(d):
         col = X[:, j]
@@ -276,7 +274,7 @@ def bin_matrix(X, edges: BinEdges) -> np.ndarray:
 
 
 @njit(nogil=True, cache=True)
-def _bin_rows(X, thr, n_thr, out):
+def _bin_rows(X, thr, out):
     """Row-major binning: bin of v = 1 + #(thresholds < v), NaN -> 0.
 
     The same answer as ``searchsorted(side="left") + 1`` column by column, in one
