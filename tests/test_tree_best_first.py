@@ -24,27 +24,10 @@ from shardlearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from shardlearn.testing import assert_same_forest, session
+from shardlearn.testing import assert_same_forest, make_integer_tree_data, session
 from shardlearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _integer_data(seed, n=3000, d=6, classes=False):
-    """Integer features (< 255 distinct values): bin edges hold every threshold, so
-    our candidate splits are scikit-learn's; finely spread weights (multiples of
-    2**-20, held exactly by the exact-sum grid) make gain ties practically impossible."""
-    rng = np.random.default_rng(seed)
-    X = rng.integers(0, 200, size=(n, d)).astype(float)
-    Xt = rng.integers(0, 200, size=(n, d)).astype(float)
-    if classes:
-        logits = np.stack([np.sin(X[:, 0] / 30) + X[:, 1] / 100, np.cos(X[:, 2] / 40),
-                           X[:, 3] / 150 - 0.5], 1) + rng.normal(scale=0.5, size=(n, 3))
-        y = logits.argmax(1)
-    else:
-        y = np.sin(X[:, 0] / 25) + X[:, 1] / 200 + 0.2 * rng.normal(size=n)
-    sw = np.round(rng.uniform(0.5, 1.5, n) * 2.0 ** 20) / 2.0 ** 20
-    return X, y, sw, Xt
 
 
 def _n_leaves_per_tree(forest):
@@ -56,7 +39,7 @@ def _n_leaves_per_tree(forest):
 @pytest.mark.usefixtures("local_two_workers")
 @pytest.mark.parametrize("k", [5, 17])
 def test_best_first_regression_tree_equals_sklearn(k):
-    X, y, sw, Xt = _integer_data(0)
+    X, y, sw, Xt = make_integer_tree_data(0)
     ours = DecisionTreeRegressor(max_leaf_nodes=k).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeRegressor(max_leaf_nodes=k, random_state=0).fit(X, y, sample_weight=sw)
     assert ours.get_n_leaves() == ref.get_n_leaves() == k
@@ -70,7 +53,7 @@ def test_best_first_regression_tree_equals_sklearn(k):
 @pytest.mark.parametrize("criterion", ["gini", "entropy"])
 @pytest.mark.parametrize("k", [5, 17])
 def test_best_first_classification_tree_equals_sklearn(k, criterion):
-    X, y, sw, Xt = _integer_data(0, classes=True)
+    X, y, sw, Xt = make_integer_tree_data(0, classes=True)
     ours = DecisionTreeClassifier(criterion=criterion, max_leaf_nodes=k).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeClassifier(criterion=criterion, max_leaf_nodes=k,
                                      random_state=0).fit(X, y, sample_weight=sw)
@@ -85,7 +68,7 @@ def test_best_first_classification_tree_equals_sklearn(k, criterion):
                                 dict(min_impurity_decrease=2e-3)],
                          ids=["max_depth", "min_samples_leaf", "min_impurity_decrease"])
 def test_best_first_with_other_limits_equals_sklearn(kw):
-    X, y, sw, Xt = _integer_data(2)
+    X, y, sw, Xt = make_integer_tree_data(2)
     ours = DecisionTreeRegressor(max_leaf_nodes=40, **kw).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeRegressor(max_leaf_nodes=40, random_state=0, **kw).fit(
         X, y, sample_weight=sw)
@@ -100,7 +83,7 @@ def test_best_first_with_other_limits_equals_sklearn(kw):
 def test_best_first_is_not_level_wise():
     # 16 leaves: level-wise growth to depth 4 gives a full, balanced tree; best-first
     # spends its splits where the gain is and goes deeper, as scikit-learn's does.
-    X, y, sw, Xt = _integer_data(0)
+    X, y, sw, Xt = make_integer_tree_data(0)
     level = DecisionTreeRegressor(max_depth=4).fit(X, y, sample_weight=sw)
     best = DecisionTreeRegressor(max_leaf_nodes=16).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeRegressor(max_leaf_nodes=16, random_state=0).fit(X, y, sample_weight=sw)
@@ -240,7 +223,7 @@ def _spy(monkeypatch, backend_cls):
 @pytest.mark.usefixtures("local_two_workers")
 @pytest.mark.parametrize("parallel", ["data", "feature"])
 def test_held_histograms_span_passes_and_respect_the_budget(monkeypatch, parallel):
-    X, y, sw, _ = _integer_data(1, n=2000)
+    X, y, sw, _ = make_integer_tree_data(1, n=2000)
     ds = Dataset.from_arrays(X, y, n_shards=3)
     backend = G.DataParallel if parallel == "data" else G.FeatureParallel
 

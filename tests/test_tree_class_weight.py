@@ -21,9 +21,8 @@ import shardlearn
 from shardlearn.data import Dataset
 from shardlearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from shardlearn.runtime import steps_started
-from shardlearn.testing import assert_same_forest, session
+from shardlearn.testing import assert_same_forest, make_integer_tree_data, session
 from shardlearn.tree import DecisionTreeClassifier
-from test_tree_estimators import _integer_data
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -45,9 +44,9 @@ def _imbalanced(n=1500, n_classes=3, seed=0, nan=True):
 @pytest.mark.parametrize("criterion", ["gini", "entropy"])
 def test_tree_equals_sklearn_with_class_weight(class_weight, criterion):
     # Integer features: our bin edges hold every threshold scikit-learn can pick. The
-    # spread sample weights rule out exact gain ties (see _integer_data); class 2 is
+    # spread sample weights rule out exact gain ties (see make_integer_tree_data); class 2 is
     # not named by the dict and keeps weight 1.
-    X, y, sw, Xt = _integer_data(0, classes=True)
+    X, y, sw, Xt = make_integer_tree_data(0, classes=True)
     ours = DecisionTreeClassifier(criterion=criterion, min_samples_leaf=5,
                                   class_weight=class_weight).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeClassifier(criterion=criterion, min_samples_leaf=5, random_state=0,

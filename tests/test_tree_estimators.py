@@ -23,39 +23,17 @@ from shardlearn.ensemble import (
     RandomForestRegressor,
 )
 from shardlearn.runtime import steps_started
-from shardlearn.testing import assert_same_forest
+from shardlearn.testing import assert_same_forest, make_integer_tree_data
 from shardlearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
-pytestmark = pytest.mark.timeout(300)
-
-
-pytestmark = pytest.mark.usefixtures("local_two_workers")
-
-
-def _integer_data(seed, n=3000, d=6, classes=False):
-    """Integer features (< 255 distinct values): bin edges hold every threshold."""
-    rng = np.random.default_rng(seed)
-    X = rng.integers(0, 200, size=(n, d)).astype(float)
-    Xt = rng.integers(0, 200, size=(n, d)).astype(float)
-    if classes:
-        logits = np.stack([np.sin(X[:, 0] / 30) + X[:, 1] / 100, np.cos(X[:, 2] / 40),
-                           X[:, 3] / 150 - 0.5], 1) + rng.normal(scale=0.5, size=(n, 3))
-        y = logits.argmax(1)
-    else:
-        y = np.sin(X[:, 0] / 25) + X[:, 1] / 200 + 0.2 * rng.normal(size=n)
-    # Finely spread weights make exact gain ties between different splits (which
-    # scikit-learn breaks by a random feature order) practically impossible. They are
-    # multiples of 2**-20, so our exact-sum grid (algorithms/tree/exact.py, a step of
-    # 2**-39 here) holds them unrounded and both libraries add the same numbers.
-    sw = np.round(rng.uniform(0.5, 1.5, n) * 2.0 ** 20) / 2.0 ** 20
-    return X, y, sw, Xt
+pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("local_two_workers")]
 
 
 # -- single trees equal scikit-learn's -----------------------------------------------------
 def test_deep_regression_tree_equals_sklearn():
     # (min_samples_leaf=5: in nodes of a handful of rows two features can cut the
     # same rows; scikit-learn then picks by a random feature order, we by index.)
-    X, y, sw, Xt = _integer_data(0)
+    X, y, sw, Xt = make_integer_tree_data(0)
     ours = DecisionTreeRegressor(min_samples_leaf=5).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeRegressor(min_samples_leaf=5, random_state=0).fit(X, y, sample_weight=sw)
     assert ours.get_depth() == ref.get_depth() and ours.get_depth() > 10
@@ -69,7 +47,7 @@ def test_deep_regression_tree_equals_sklearn():
 def test_deep_classification_tree_equals_sklearn(criterion):
     # (scikit-learn also splits some pure nodes whose impurity rounds to ~5e-16 >
     # eps; those splits do not change predictions, so leaf counts may differ.)
-    X, y, sw, Xt = _integer_data(0, classes=True)
+    X, y, sw, Xt = make_integer_tree_data(0, classes=True)
     ours = DecisionTreeClassifier(criterion=criterion, min_samples_leaf=5).fit(X, y, sample_weight=sw)
     ref = skt.DecisionTreeClassifier(criterion=criterion, min_samples_leaf=5,
                                      random_state=0).fit(X, y, sample_weight=sw)
@@ -81,7 +59,7 @@ def test_deep_classification_tree_equals_sklearn(criterion):
 
 
 def test_tree_limits_are_respected():
-    X, y, sw, _ = _integer_data(1)
+    X, y, sw, _ = make_integer_tree_data(1)
     t = DecisionTreeRegressor(max_depth=4, min_samples_leaf=30).fit(X, y)
     f = t.forest_
     leaves = f["feature"] < 0

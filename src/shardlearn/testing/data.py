@@ -49,3 +49,28 @@ def make_linear_regression(n_samples=1000, n_features=10, n_targets=1, *, noise=
     W = rng.normal(size=(n_features, n_targets))
     y = X @ W + 1.5 + noise * rng.normal(size=(n_samples, n_targets))
     return X, (y[:, 0] if n_targets == 1 else y)
+
+
+def make_integer_tree_data(seed, n=3000, d=6, classes=False):
+    """``(X, y, sample_weight, X_test)`` for comparing histogram trees with
+    scikit-learn's exact trees.
+
+    Integer features (< 255 distinct values), so bin edges hold every threshold and
+    the candidate splits are scikit-learn's. ``classes``: three classes from noisy
+    logits, else a smooth noisy regression target. The weights are finely spread,
+    which makes exact gain ties between different splits (scikit-learn breaks them by
+    a random feature order) practically impossible; they are multiples of 2**-20, so
+    the trees' exact-sum grid (a step of about 2**-39 here) holds them unrounded and
+    both libraries add the same numbers.
+    """
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 200, size=(n, d)).astype(float)
+    Xt = rng.integers(0, 200, size=(n, d)).astype(float)
+    if classes:
+        logits = np.stack([np.sin(X[:, 0] / 30) + X[:, 1] / 100, np.cos(X[:, 2] / 40),
+                           X[:, 3] / 150 - 0.5], 1) + rng.normal(scale=0.5, size=(n, 3))
+        y = logits.argmax(1)
+    else:
+        y = np.sin(X[:, 0] / 25) + X[:, 1] / 200 + 0.2 * rng.normal(size=n)
+    sw = np.round(rng.uniform(0.5, 1.5, n) * 2.0 ** 20) / 2.0 ** 20
+    return X, y, sw, Xt
