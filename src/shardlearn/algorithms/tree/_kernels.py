@@ -1,7 +1,8 @@
 """Numba kernels for histogram trees (compiled once, cached on disk, GIL released).
 
-Each kernel has exactly one signature in practice (the callers pass C-contiguous
-uint8 / int32 / float64 arrays), so a fit compiles each at most once.
+The callers pass C-contiguous uint8 / int32 / float64 arrays, so a kernel has one
+signature per histogram dtype (float64, or float32 for whole-number class counts,
+see ``TreeFit.hist_dtype``) and compiles at most twice, once for each, cached.
 
 Layouts
 -------
@@ -12,7 +13,8 @@ w     : float64 (Tw, n_rows), per-row multiplier (bootstrap / subsample weight);
         Tw is 1 or T. Rows with w == 0 are skipped (out of bag).
 pos   : int32 (T, n_rows), the node of each row in each tree.
 slot  : int32 (T, max_nodes), the histogram slot of a node, or -1.
-hist  : float64 (n_slots, n_features, n_bins, Cv + 1); the last channel counts rows.
+hist  : float64 or float32 (n_slots, n_features, n_bins, Cv + 1); the last channel
+        counts rows.
 """
 
 from __future__ import annotations
