@@ -13,18 +13,19 @@ def payload_nbytes(obj) -> int:
     """Size of the arrays and scalars inside ``obj`` (lists, tuples, dicts nested)."""
     if obj is None:
         return 0
+    # Cheapest and most common checks first: this runs on every call's arguments.
     if isinstance(obj, np.ndarray):
         return int(obj.nbytes)
-    if sp.issparse(obj):
-        return int(obj.data.nbytes + obj.indices.nbytes + obj.indptr.nbytes)
     if isinstance(obj, (int, float, bool, np.generic)):
         return _SCALAR_BYTES
-    if isinstance(obj, (str, bytes)):
-        return len(obj)
     if isinstance(obj, (list, tuple)):
-        return sum(payload_nbytes(o) for o in obj)
+        return sum(map(payload_nbytes, obj))
     if isinstance(obj, dict):
         return sum(payload_nbytes(k) + payload_nbytes(v) for k, v in obj.items())
+    if isinstance(obj, (str, bytes)):
+        return len(obj)
+    if sp.issparse(obj):
+        return int(obj.data.nbytes + obj.indices.nbytes + obj.indptr.nbytes)
     nbytes = getattr(obj, "nbytes", None)
     if isinstance(nbytes, (int, np.integer)):
         return int(nbytes)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import _packed_hist as P
+
 
 @njit(nogil=True, cache=True)
 def _hist_rows(Xb, vals, w, pos, slot, feats, col_offset, hist, totals, move, feature,
@@ -240,21 +242,41 @@ _NO_FEATS = np.zeros((0, 0), np.int32)
 _NO_MOVES = np.zeros((1, 1), np.int32)
 
 
-def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False):
+def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=None):
     """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
 
     Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
     exact and the order of the additions does not matter. ``at_root``: the caller
     knows that every row of the single tree is in its root, histogram slot 0.
+    ``pack=(qg, qh, packed, skip_zero)``: the grids of the two value channels when
+    they are :func:`._packed_hist.pack_grid` steps, every row's values times its
+    weight (0 or 1) packed into one integer, and whether to skip the zeros, for
+    the packed loops (the same sums, faster).
     """
     m = _NO_MOVES
-    if at_root and pos.shape[0] == 1 and hist.shape[0] == 1:
+    root = at_root and pos.shape[0] == 1 and hist.shape[0] == 1
+    if _packable(pack, vals, hist) and _one_tree(pos, None):
+        if root:
+            P.packed_root(Xb, pack[2], pack[3], hist, totals, pack[0], pack[1])
+        else:
+            P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, False, m, m, m, m, m,
+                            pack[0], pack[1])
+    elif root:
         _hist_root(Xb, vals, w, hist, totals)
     elif _staged(pos, hist, None):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, False, m, m, m, m, m)
     else:
         _hist_rows(Xb, vals, w, pos, slot, _NO_FEATS, 0, hist, totals, False, m, m, m, m, m)
     return hist
+
+
+def _packable(pack, vals, hist):
+    return (pack is not None and vals.shape[0] == 1 and vals.shape[2] == 2
+            and hist.shape[3] == 3 and hist.dtype == np.float64)
+
+
+def _one_tree(pos, feats):
+    return pos.shape[0] == 1 and feats is None
 
 
 def _staged(pos, hist, feats):
@@ -271,13 +293,16 @@ def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, tot
 
 
 def split_and_build(Xb, vals, w, pos, feature, split_bin, missing_left, left, right, slot,
-                    hist, totals, feats=None):
+                    hist, totals, feats=None, pack=None):
     """Move each row to the child of its node's (threshold) split, then count it.
 
     Data-parallel only: the shard holds every feature. ``feats`` as in
-    :func:`build_histograms_subset`.
+    :func:`build_histograms_subset`, ``pack`` as in :func:`build_histograms`.
     """
-    if _staged(pos, hist, feats):
+    if _one_tree(pos, feats) and _packable(pack, vals, hist):
+        P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, True, feature, split_bin,
+                        missing_left, left, right, pack[0], pack[1])
+    elif _staged(pos, hist, feats):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, True, feature, split_bin,
                      missing_left, left, right)
     else:

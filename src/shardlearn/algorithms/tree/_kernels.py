@@ -52,17 +52,22 @@ def apply_splits(Xb, pos, feature, split_bin, missing_left, left, right, cat_idx
     if cat_bits.shape[0] == 0:
         # No categorical split at this level: the plain loop (about 3x faster).
         for t in range(n_trees):
+            # The tree's rows of each table, taken once (2-D lookups per row cost ~2x).
+            pos_t = pos[t]
+            feat_t = feature[t]
+            sbin_t = split_bin[t]
+            mleft_t = missing_left[t]
+            left_t = left[t]
+            right_t = right[t]
             for i in range(n):
-                node = pos[t, i]
-                f = feature[t, node] - col_offset
-                if feature[t, node] < 0 or f < 0 or f >= n_feat:
+                node = pos_t[i]
+                g = feat_t[node]
+                f = g - col_offset
+                if g < 0 or f < 0 or f >= n_feat:
                     continue
                 b = Xb[i, f]
-                if b == 0:
-                    go_left = missing_left[t, node] != 0
-                else:
-                    go_left = b <= split_bin[t, node]
-                pos[t, i] = left[t, node] if go_left else right[t, node]
+                go_left = (mleft_t[node] != 0) if b == 0 else (b <= sbin_t[node])
+                pos_t[i] = left_t[node] if go_left else right_t[node]
         return
     for t in range(n_trees):
         for i in range(n):

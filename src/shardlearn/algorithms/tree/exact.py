@@ -14,6 +14,17 @@ the pass (row count times the largest per-row value), so it does not depend on
 how the rows are sharded. Rounding each row to the grid changes it by at most
 ``q / 2``: for ``n`` rows that is about ``n * 1.1e-16`` of the largest value,
 below what float64 summation itself loses.
+
+Boosting with one tree a round (binary logistic, squared error) uses a coarser
+grid: a power of two between 2**-15 and 2**-14 of the bound on the unweighted
+gradient and hessian (:func:`._packed_hist.pack_grid`), rounded to before the
+row weight multiplies.
+Then a row's gradient, hessian and count pack into one int64 and a histogram
+costs one integer add per row and feature instead of three float adds
+(:mod:`._packed_hist`). Each value moves by at most half a step, under 2**-15
+of the bound, like a 16-bit fixed-point gradient (XGBoost keeps float32 gradients, LightGBM
+can quantize them to a few bits); sums are still exact, and a row of whole
+weight ``k`` still adds exactly what ``k`` copies of it add.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from ...runtime import Coordinator, FitReport
 from . import kernels
 from . import model as M
 from .binning import merge_summaries
+from ._packed_hist import pack_grid
 from .exact import grid
 from .grower import DataParallel, FeatureParallel, GrowConfig, Grower
 from .splitting import SplitParams, leaf_values
@@ -354,8 +355,17 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                     masks = np.zeros((Kt, F), bool)
                     for k in range(Kt):
                         masks[k, rng.choice(F, n_col, replace=False)] = True
-                grids = (grid(g_bound * sw_max, n_rows), grid(h_bound * sw_max, n_rows))
-                prologue = (kernels.gbt_prologue, (leaf_table, spec, r, not last, grids))
+                if Kt == 1:
+                    # One tree a round: gradients and hessians to 15 bits of their
+                    # bounds, for one-add-per-feature histograms (._packed_hist). Not
+                    # of the bounds times the weights: a weight k must give what k
+                    # copies of the row give. Finer only if float64 sums need it.
+                    grids = (max(pack_grid(g_bound), grid(g_bound * sw_max, n_rows)),
+                             max(pack_grid(h_bound), grid(h_bound * sw_max, n_rows)))
+                else:
+                    grids = (grid(g_bound * sw_max, n_rows), grid(h_bound * sw_max, n_rows))
+                prologue = (kernels.gbt_prologue, (leaf_table, spec, r, not last, grids,
+                                                   Kt == 1))
                 if last:
                     extras = tf.backend.finish(prologue)
                     trees = None

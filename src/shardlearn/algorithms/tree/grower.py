@@ -451,10 +451,12 @@ class LevelResult:
 #   parallel: the held histograms of frontier nodes, a dict (tree, node) -> (F_block, B, C),
 #   see _hold).
 # ---------------------------------------------------------------------------------------
-def _run_prologue(shard, state, prologue):
+def _run_prologue(shard, state, prologue, moves=None):
     if prologue is None:
         return None
     fn, args = prologue
+    if moves is not None:
+        return fn(shard, state, *args, moves=moves)
     return fn(shard, state, *args)
 
 
@@ -475,14 +477,15 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     else:
         hist, tot = into
     vals, w, pos = state["vals"], state["w"], state["pos"]
+    pack = state.get("pack")
     if moves is not None:
         feat, sbin, mleft, left, right, _, _ = moves
         K.split_and_build(Xb, vals, w, pos, feat, sbin, mleft, left, right, slots, hist, tot,
-                          feats)
+                          feats, pack)
     elif feats is not None:
         K.build_histograms_subset(Xb, vals, w, pos, slots, feats, state["col_offset"], hist, tot)
     else:
-        K.build_histograms(Xb, vals, w, pos, slots, hist, tot, at_root)
+        K.build_histograms(Xb, vals, w, pos, slots, hist, tot, at_root, pack)
     return hist, tot
 
 
@@ -497,11 +500,15 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     n_slots = int(slots.max()) + 1 if slots.size else 0
     # Rows move to their children in the histogram pass itself, unless a prologue
     # must see where they ended (the previous round's leaves) first.
-    fuse = (pending is not None and prologue is None and not root and n_slots > 0
-            and pending[6].shape[0] == 0)     # no categorical split: the plain threshold test
-    if pending is not None and not fuse:
+    threshold_only = pending is not None and pending[6].shape[0] == 0   # no categorical
+    fuse = threshold_only and prologue is None and not root and n_slots > 0
+    # A prologue marked ``applies_moves`` applies them in its own pass over the rows.
+    to_prologue = (threshold_only and prologue is not None
+                   and getattr(prologue[0], "applies_moves", False))
+    if pending is not None and not fuse and not to_prologue:
         K.apply_splits(state["Xb"], state["pos"], *pending, 0)
-    extra = (shard.index, _run_prologue(shard, state, prologue))
+    extra = (shard.index, _run_prologue(shard, state, prologue,
+                                        pending if to_prologue else None))
     if root:
         state["pos"][:] = 0
     if acc is None:
@@ -712,7 +719,7 @@ def _sum_parts(parts):
 
 
 #: Nodes per chunk below which the coordinator's split search stays on one thread.
-PARALLEL_SEARCH_MIN_NODES = 32
+PARALLEL_SEARCH_MIN_NODES = 8
 _CPUS = os.cpu_count() or 1
 _search_pool: list = []
 

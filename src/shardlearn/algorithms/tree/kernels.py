@@ -13,6 +13,7 @@ from scipy.special import expit, logsumexp, softmax
 
 from ._boost_kernels import LOSS_CODES, boost_rows
 from .binning import bin_matrix, feature_summaries
+from ._kernels import apply_splits
 from .exact import snap
 
 
@@ -194,10 +195,18 @@ def _loss_grad(loss, raw, y, n_classes):
     return lo, P - Y, np.maximum(P * (1.0 - P), 1e-16)
 
 
-def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids=(1.0, 1.0)):
+_NO_MOVE = np.zeros((1, 1), np.int32)
+
+
+def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids=(1.0, 1.0),
+                 packed=False, moves=None):
     """Add the previous round's leaves to the raw scores; return losses; new gradients.
 
     ``grids``: the round's power-of-two steps for gradients and hessians (.exact).
+    ``packed``: they are :func:`._packed_hist.pack_grid` steps, so the histogram
+    loops may pack both channels and the count into one integer. ``moves``: the
+    last splits of the previous round (threshold splits only), applied here in the
+    same pass (see :func:`.grower.data_level_kernel`).
 
     Returns per-row-block ``[train_loss_sum, train_weight, val_loss_sum, val_weight]``.
     """
@@ -208,26 +217,41 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         state["raw"] = np.tile(np.asarray(spec["baseline"], dtype=np.float64), (n, 1))
     raw = state["raw"]
     fast = spec["loss"] in LOSS_CODES and compute_grad
+    blocks = _blocks(state)
+    if moves is not None and not (fast and leaf_values is not None):
+        apply_splits(state["Xb"], state["pos"], *moves, 0)
+        moves = None
     if fast:
-        # One numba pass: raw update, loss, gradients on their grids.
-        swt = sw * train
-        vals = np.empty((1, n, 2))
-        lo = np.empty(n)
+        # One numba pass: raw update, loss sums, gradients on their grids.
+        # Last round's buffers are free again (fresh ones cost page faults each round).
+        vals = state.get("vals")
+        if vals is None or vals.shape != (1, n, 2):
+            vals = np.empty((1, n, 2))
+        pk = state.get("packed_buf")
+        if pk is None or pk.shape[0] != (n if packed else 0):
+            pk = state["packed_buf"] = np.empty(n if packed else 0, np.int64)
         has = leaf_values is not None
         lv = np.ascontiguousarray(leaf_values[0] if has else np.zeros(1))
-        boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], np.asarray(y, np.float64), swt,
-                   state["pos"][0], lv, has, grids[0], grids[1], vals[0], lo)
+        bounds = np.array([a for _, a, _ in blocks] + [n], np.int64)
+        sums = np.zeros((len(blocks), 4))
+        mv = moves if moves is not None else (_NO_MOVE,) * 7
+        fits = boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], np.asarray(y, np.float64), sw, train,
+                   state["pos"][0], lv, has, grids[0], grids[1], vals[0], pk, bounds, sums,
+                   state["Xb"], moves is not None, mv[0][0], mv[1][0], mv[2][0], mv[3][0],
+                   mv[4][0])
+        out = list(sums)
     else:
         if leaf_values is not None:
             pos = state["pos"]
             for t in range(Kt):
                 raw[:, t] += leaf_values[t, pos[t]]
         lo, g, h = _loss_grad(spec["loss"], raw, y, spec.get("n_classes", 1))
-    out = []
-    for _, a, b in _blocks(state):
-        m = train[a:b]
-        wl = sw[a:b] * lo[a:b]
-        out.append(np.array([wl[m].sum(), sw[a:b][m].sum(), wl[~m].sum(), sw[a:b][~m].sum()]))
+        out = []
+        for _, a, b in blocks:
+            m = train[a:b]
+            wl = sw[a:b] * lo[a:b]
+            out.append(np.array([wl[m].sum(), sw[a:b][m].sum(), wl[~m].sum(),
+                                 sw[a:b][~m].sum()]))
     if compute_grad:
         if not fast:
             vals = np.empty((Kt, n, 2))
@@ -236,13 +260,22 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
             vals[:, :, 1] = snap(h * swt[:, None], grids[1]).T
         state["vals"] = vals
         sub = spec.get("subsample", 1.0)
-        if sub >= 1.0 and "w_rows" in state:
-            return out          # the same rows every round: keep last round's weights
-        w = (train & (sw > 0)).astype(np.float64)
-        state["w_rows"] = True
-        if sub < 1.0:
-            for i, a, b in _blocks(state):
-                rng = np.random.default_rng([spec["seed"], int(round_idx), i])
-                w[a:b] *= rng.random(b - a) < sub
-        state["w"] = w[None, :]
+        if sub < 1.0 or "w_rows" not in state:   # else the same rows as last round
+            w = (train & (sw > 0)).astype(np.float64)
+            state["w_rows"] = True
+            if sub < 1.0:
+                for i, a, b in _blocks(state):
+                    rng = np.random.default_rng([spec["seed"], int(round_idx), i])
+                    w[a:b] *= rng.random(b - a) < sub
+            state["w"] = w[None, :]
+            state["n_dead"] = int(np.count_nonzero(w == 0.0))
+        # Packed values need one tree a round and row weights of 0 or 1.
+        state["pack"] = None
+        if packed and fast and fits:
+            if state["n_dead"]:
+                pk[state["w"][0] == 0.0] = 0
+            state["pack"] = (grids[0], grids[1], pk, state["n_dead"] * 8 > n)
     return out
+
+
+gbt_prologue.applies_moves = True   # takes moves=: see grower.data_level_kernel

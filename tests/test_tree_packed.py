@@ -1,0 +1,169 @@
+"""Packed boosting histograms (one int64 per row and feature) against the float loops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from shardlearn.algorithms.tree import _hist_kernels as H
+from shardlearn.algorithms.tree import _packed_hist as P
+from shardlearn.algorithms.tree._boost_kernels import boost_rows
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _packed_rows(rng, n, qg, qh, dead):
+    """Values on the grids, up to the packing limits (both signs), and their packing."""
+    gq = rng.integers(-(1 << P.VALUE_BITS), (1 << P.VALUE_BITS) + 1, n).astype(np.float64)
+    hq = rng.integers(0, (1 << P.VALUE_BITS) + 1, n).astype(np.float64)
+    gq[:4] = [P.LIMIT, -P.LIMIT, P.LIMIT, -P.LIMIT]       # extremes in one block
+    hq[:4] = P.LIMIT
+    vals = np.stack([gq * qg, hq * qh], axis=-1)[None]
+    w = np.ones((1, n))
+    w[0, dead] = 0.0
+    packed = gq.astype(np.int64) * P.G_UNIT + hq.astype(np.int64) * P.H_UNIT + 1
+    packed[dead] = 0
+    return vals, w, packed
+
+
+@pytest.mark.parametrize("n_bins", [13, 256])
+@pytest.mark.parametrize("skip_zero", [False, True])
+@pytest.mark.parametrize("case", ["root", "nodes", "nodes, rows moved"])
+def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, case):
+    # Nodes of several blocks (more than BLOCK_ROWS rows) and of one; rows of weight 0;
+    # values at the packing limits of both signs: the sums must be those of the float
+    # loops, exactly, whatever the order.
+    rng = np.random.default_rng(3)
+    n, F = 3 * P.BLOCK_ROWS + 17, 6
+    qg, qh = 2.0**-15, 2.0**-17
+    Xb = rng.integers(0, n_bins, size=(n, F)).astype(np.uint8)
+    dead = rng.random(n) < 0.2
+    vals, w, packed = _packed_rows(rng, n, qg, qh, dead)
+    n_nodes = 7
+    pos = np.zeros((1, n), np.int32)
+    pos[0, rng.random(n) < 0.1] = 1                        # node 0 big, node 1 small
+    feature = np.full((1, n_nodes), -1, np.int32)
+    split_bin = np.zeros((1, n_nodes), np.int32)
+    missing_left = np.zeros((1, n_nodes), np.int32)
+    left = np.full((1, n_nodes), -1, np.int32)
+    right = np.full((1, n_nodes), -1, np.int32)
+    feature[0, :2] = [2, 4]
+    split_bin[0, :2] = [n_bins // 2, 3]
+    missing_left[0, 1] = 1
+    left[0, :2], right[0, :2] = [3, 5], [4, 6]
+    if case == "root":
+        slots = np.full((1, n_nodes), -1, np.int32)
+        slots[0, 0] = 0
+        pos[:] = 0
+        S = 1
+    elif case == "nodes":
+        slots = np.full((1, n_nodes), -1, np.int32)
+        slots[0, [0, 1]] = [1, 0]
+        S = 2
+    else:
+        slots = np.full((1, n_nodes), -1, np.int32)
+        slots[0, [3, 4, 6]] = [0, 2, 1]                    # node 5 is derived, not built
+        S = 3
+    want = np.zeros((S, F, n_bins, 3))
+    want_tot = np.zeros((S, 3))
+    got = np.full((S, F, n_bins, 3), 0.5)                  # adds to what is there
+    got_tot = np.full((S, 3), 0.25)
+    want += 0.5
+    want_tot += 0.25
+    pos_want, pos_got = pos.copy(), pos.copy()
+    m = H._NO_MOVES
+    if case == "root":
+        H._hist_root(Xb, vals, w, want, want_tot)
+        P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh)
+    elif case == "nodes":
+        H._hist_staged(Xb, vals, w, pos_want, slots, want, want_tot, False, m, m, m, m, m)
+        P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, False, m, m, m, m,
+                        m, qg, qh)
+    else:
+        H._hist_staged(Xb, vals, w, pos_want, slots, want, want_tot, True, feature, split_bin,
+                       missing_left, left, right)
+        P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, True, feature,
+                        split_bin, missing_left, left, right, qg, qh)
+    np.testing.assert_array_equal(pos_got, pos_want)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_tot, want_tot)
+    assert want_tot[:, 2].sum() > 0.25 * S + P.BLOCK_ROWS   # a node spans several blocks
+
+
+def test_dispatcher_takes_the_packed_loops_only_for_two_float64_channels():
+    rng = np.random.default_rng(0)
+    n, F, B = 500, 3, 8
+    qg, qh = 2.0**-15, 2.0**-17
+    Xb = rng.integers(0, B, size=(n, F)).astype(np.uint8)
+    vals, w, packed = _packed_rows(rng, n, qg, qh, np.zeros(n, bool))
+    pos = np.zeros((1, n), np.int32)
+    slots = np.zeros((1, 1), np.int32)
+    pack = (qg, qh, packed, False)
+    assert H._packable(pack, vals, np.zeros((1, F, B, 3)))
+    assert not H._packable(None, vals, np.zeros((1, F, B, 3)))
+    assert not H._packable(pack, vals, np.zeros((1, F, B, 3), np.float32))
+    assert not H._packable(pack, np.zeros((2, n, 2)), np.zeros((1, F, B, 3)))
+    a, b = np.zeros((1, F, B, 3)), np.zeros((1, F, B, 3))
+    ta, tb = np.zeros((1, 3)), np.zeros((1, 3))
+    H.build_histograms(Xb, vals, w, pos, slots, a, ta, True, pack)
+    H.build_histograms(Xb, vals, w, pos, slots, b, tb, True)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ta, tb)
+
+
+@pytest.mark.parametrize("bound", [1.0, 0.25, 3.7, 1e-9, 12345.678])
+def test_pack_grid_is_the_finest_power_of_two_within_the_value_bits(bound):
+    q = P.pack_grid(bound)
+    assert math.frexp(q)[0] == 0.5                          # a power of two
+    assert bound / q <= P.LIMIT
+    assert bound / (q / 2) > P.LIMIT
+
+
+def test_boost_rows_packs_what_it_writes_and_says_when_weights_overflow_the_packing():
+    rng = np.random.default_rng(5)
+    n = 1000
+    raw = rng.normal(size=n)
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    sw = rng.integers(0, 2, n).astype(np.float64)
+    train = rng.random(n) < 0.9
+    pos = np.zeros(n, np.int32)
+    qg, qh = P.pack_grid(1.0), P.pack_grid(0.25)
+    vals = np.empty((n, 2))
+    packed = np.empty(n, np.int64)
+    sums = np.zeros((2, 4))
+    bounds = np.array([0, 400, n])
+    m = np.zeros(1, np.int32)
+    args = (pos, np.zeros(1), False, qg, qh, vals, packed, bounds, sums, np.zeros((n, 1), np.uint8),
+            False, m, m, m, m, m)
+    assert boost_rows(1, raw.copy(), y, sw, train, *args)
+    g = packed >> (64 - 27)
+    h = (packed >> 11) & ((1 << 26) - 1)
+    np.testing.assert_array_equal(g * qg, vals[:, 0])
+    np.testing.assert_array_equal(h * qh, vals[:, 1])
+    assert np.all(packed & ((1 << 11) - 1) == 1)
+    assert np.all(vals[~train | (sw == 0)] == 0.0)
+    np.testing.assert_allclose(sums[:, 1] + sums[:, 3], [sw[:400].sum(), sw[400:].sum()])
+    # A row of weight 3 is three rows of weight 1 (the grid comes before the weight),
+    # and no longer fits the packing.
+    one = vals.copy()
+    assert not boost_rows(1, raw.copy(), y, 3.0 * sw, train, *args)
+    np.testing.assert_array_equal(vals, 3.0 * one)
+
+
+def test_a_boosting_fit_builds_its_histograms_with_the_packed_loops(monkeypatch):
+    import shardlearn
+    from shardlearn.ensemble import GradientBoostingClassifier
+
+    calls = []
+    real_root, real_staged = P.packed_root, P.packed_staged
+    monkeypatch.setattr(P, "packed_root", lambda *a: calls.append("root") or real_root(*a))
+    monkeypatch.setattr(P, "packed_staged",
+                        lambda *a: calls.append("staged") or real_staged(*a))
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 4))
+    y = (X[:, 0] + rng.normal(size=3000) > 0).astype(int)
+    with shardlearn.init("local", n_workers=1):
+        GradientBoostingClassifier(n_estimators=3, max_depth=3).fit(X, y)
+    assert calls.count("root") == 3 and calls.count("staged") == 3 * 2
