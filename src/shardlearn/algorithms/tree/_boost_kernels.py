@@ -13,7 +13,6 @@ import numpy as np
 from numba import njit
 
 from ._packed_hist import G_UNIT, H_UNIT, LIMIT
-from ._row_moves import threshold_child
 
 LOSS_CODES = {"squared_error": 0, "binary": 1}
 
@@ -43,9 +42,12 @@ def boost_rows(loss, raw, y, sw, train, pos, leaf_values, has_leaves, qg, qh, va
         if has_leaves:
             node = pos[i]
             if move:
-                node = threshold_child(Xb, i, node, feature, split_bin, missing_left, left,
-                                       right)
-                pos[i] = node
+                f = feature[node]
+                if f >= 0:
+                    b = Xb[i, f]
+                    go_left = (missing_left[node] != 0) if b == 0 else (b <= split_bin[node])
+                    node = left[node] if go_left else right[node]
+                    pos[i] = node
             z += leaf_values[node]
             raw[i] = z
         yi = y[i]

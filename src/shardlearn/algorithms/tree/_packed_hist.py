@@ -33,7 +33,6 @@ import math
 import numpy as np
 from numba import njit
 
-from ._row_moves import threshold_child
 
 #: Bits of each of gradient and hessian per row (see the module docstring).
 VALUE_BITS = 15
@@ -188,8 +187,12 @@ def packed_staged(Xb, packed, skip_zero, pos, slot, hist, totals, move, feature,
     for i in range(n):
         node = pos_t[i]
         if move:
-            node = threshold_child(Xb, i, node, feat_t, sbin_t, mleft_t, left_t, right_t)
-            pos_t[i] = node
+            f = feat_t[node]
+            if f >= 0:
+                b = Xb[i, f]
+                go_left = (mleft_t[node] != 0) if b == 0 else (b <= sbin_t[node])
+                node = left_t[node] if go_left else right_t[node]
+                pos_t[i] = node
         s = slot_t[node]
         if skip_zero and packed[i] == 0:
             s = -1
