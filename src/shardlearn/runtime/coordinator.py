@@ -223,8 +223,9 @@ class Coordinator:
         method = "run_fold" if fold else "run"
         while todo:
             t0 = time.perf_counter()
-            pending = [self.engine.submit(w, method, self.key, name, kernel, self.placement[w],
-                                          *call_args) for w in todo]
+            pending = self.engine.submit_many(
+                [(w, method, self.key, name, kernel, self.placement[w], *call_args)
+                 for w in todo], repeat_key=(method, name))
             done = self.engine.gather(pending, timeout=self.timeouts.timeout(name))
             t_end = time.perf_counter()
             lost = self._split_losses(name, done)

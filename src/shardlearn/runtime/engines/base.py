@@ -66,6 +66,15 @@ class Engine(abc.ABC):
     def submit(self, worker: int, method: str, *args):
         """Start ``WorkerCore.method(*args)`` on ``worker``; return a pending handle."""
 
+    def submit_many(self, calls: list, repeat_key=None) -> list:
+        """``[submit(*c) for c in calls]``, each ``c`` being ``(worker, method, *args)``.
+
+        ``repeat_key`` names a kind of call the caller repeats many times (a step):
+        an engine may set up a faster channel for those (the Ray engine compiles a
+        graph once one has come often enough). The results are the same.
+        """
+        return [self.submit(*c) for c in calls]
+
     @abc.abstractmethod
     def gather(self, pending: list, timeout: float | None = None) -> list[Completed]:
         """Wait for all handles; return one Completed per handle, in the given order."""
