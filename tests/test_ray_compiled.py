@@ -1,5 +1,6 @@
-"""The Ray engine's compiled-graph path: used for repeated calls, same answers, and
-a killed, hung or failing worker handled as on ordinary actor tasks."""
+"""The Ray engine's compiled-graph path (``SHARDLEARN_RAY_COMPILED=1``): used for
+repeated calls, same answers, and a killed, hung or failing worker handled as on
+ordinary actor tasks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from shardlearn.runtime.engines import ray_engine
 from shardlearn.testing import inject_faults, session
 
 N_STEPS = ray_engine.COMPILED_AFTER_CALLS + 8
+
+
+@pytest.fixture(autouse=True)
+def compiled_on(monkeypatch):
+    monkeypatch.setenv(ray_engine.COMPILED_ENV, "1")
 
 
 def remember_column_sums(shard, state):
@@ -64,8 +70,8 @@ def test_repeated_calls_go_through_the_compiled_graph_with_the_same_answers(ray_
 
 
 @pytest.mark.timeout(240)
-def test_compiled_graph_can_be_switched_off(ray_cluster, monkeypatch):
-    monkeypatch.setenv(ray_engine.COMPILED_ENV, "0")
+def test_compiled_graph_is_off_unless_asked_for(ray_cluster, monkeypatch):
+    monkeypatch.delenv(ray_engine.COMPILED_ENV)
     with session("ray", n_workers=2) as s:
         _run()
         assert s.engine.compiled_calls == 0
@@ -132,3 +138,15 @@ def test_calls_with_large_results_stay_on_actor_tasks(ray_cluster):
                 out = c.map(big_result, big)
             assert s.engine.compiled_calls == small + 2       # only the first big call
             assert all(o.shape == (big,) for o in out)
+
+
+@pytest.mark.timeout(240)
+def test_the_compiled_graph_ends_with_the_fit(ray_cluster):
+    # Its channels busy-poll: idle actors between fits must not keep a core busy.
+    with session("ray", n_workers=2) as s:
+        _run()
+        assert s.engine.compiled_calls > 0
+        assert s.engine._compiled is None and not s.engine._stale
+        before = s.engine.compiled_calls
+        _run()                                  # a new fit compiles its own graph
+        assert s.engine.compiled_calls > before

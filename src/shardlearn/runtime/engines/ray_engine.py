@@ -6,6 +6,7 @@ this process); with an address it joins an existing cluster.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -20,7 +21,9 @@ COMPILED_AFTER_CALLS = 8
 #: to actor tasks: the object store moves large arrays faster than graph channels
 #: (tens of MB: measured 2-3x slower through the graph).
 COMPILED_MAX_RESULT_BYTES = 4 * 2**20
-#: Set to "0" to keep every call on ordinary actor tasks.
+#: Set to "1" to send repeated calls through a compiled graph (off by default: its
+#: channels busy-poll, which on a 2-core machine costs the workers as much CPU as
+#: the shorter round trips save; see ``submit_many``).
 COMPILED_ENV = "SHARDLEARN_RAY_COMPILED"
 #: How long to wait for CPUs that killed actors are still releasing.
 RESOURCE_WAIT_S = 10.0
@@ -135,7 +138,7 @@ class RayEngine(Engine):
         self.all_pids = list(self.pids)
         self._compiled = None          # the compiled graph over self.actors, once built
         self._stale: list = []         # graphs with a call still running (see gather)
-        self._compiled_off = os.environ.get(COMPILED_ENV, "1") == "0"
+        self._compiled_off = os.environ.get(COMPILED_ENV, "0") != "1"
         self._repeats: dict = {}
         self._result_bytes: dict = {}  # repeat_key -> largest result of its last call
         self._current_key = None
@@ -147,10 +150,13 @@ class RayEngine(Engine):
         return worker, self.actors[worker].call.remote(method, *args)
 
     def submit_many(self, calls, repeat_key=None):
-        """Calls to every worker at once, of a kind seen often, go through a compiled
-        graph: shared-memory channels instead of an actor task each. Measured on a
-        2-core VM with Ray 2.60, two workers: 0.35 ms a round trip instead of 3.4 ms,
-        1.6 ms instead of 7.3 ms with 2.8 MB back from each. Same values either way."""
+        """With ``SHARDLEARN_RAY_COMPILED=1``, calls to every worker at once, of a kind
+        seen often, go through a compiled graph: shared-memory channels instead of an
+        actor task each. Measured on a 2-core VM with Ray 2.60, two workers: 0.35 ms
+        a round trip instead of 3.4 ms, 1.6 ms instead of 7.3 ms with 2.8 MB back from
+        each. But the channels busy-poll (the driver while it waits, an actor while
+        idle): there, boosting 400k x 28 on 2 workers took as long either way. Made
+        for nodes with cores to spare. Same values either way."""
         if repeat_key is not None:
             self._repeats[repeat_key] = self._repeats.get(repeat_key, 0) + 1
         self._current_key = repeat_key
@@ -199,6 +205,16 @@ class RayEngine(Engine):
                 cg.teardown()
             except Exception:  # noqa: BLE001 - a dead actor's channels fail to close
                 pass
+
+    @contextlib.contextmanager
+    def fit_scope(self):
+        """A fit's compiled graph ends with the fit: its channels busy-poll (the
+        driver while it waits, each actor while idle), which a finished fit must
+        not leave burning a core per worker."""
+        try:
+            yield
+        finally:
+            self._drop_compiled()
 
     def _collect(self, worker, call_id, method, args):
         return worker, self.actors[worker].collect.remote(call_id, method, *args)
