@@ -29,6 +29,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from ._radix_sort import sort_finite
+
 #: Size of the per-shard sample of sorted values for a high-cardinality feature.
 SKETCH_SIZE = 2048
 MISSING_BIN = 0
@@ -75,12 +77,8 @@ def feature_summaries(X, max_bins: int, sketch_size: int = SKETCH_SIZE,
                 out.append((BAD_CATEGORY, np.array([float(X[bad, j])]), np.array([float(bad)]),
                             0))
                 continue
-        col = np.sort(X[:, j])  # NaN sorts last
+        col, n_missing = sort_finite(X[:, j])
         n_ok = col.size
-        if col.dtype.kind == "f":
-            n_ok = int(col.size - np.count_nonzero(np.isnan(col)))
-        col = col[:n_ok]
-        n_missing = int(X.shape[0] - n_ok)
         if n_ok == 0:
             out.append((0, np.empty(0), np.empty(0), n_missing))
             continue
