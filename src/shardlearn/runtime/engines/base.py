@@ -70,8 +70,9 @@ class Engine(abc.ABC):
         """``[submit(*c) for c in calls]``, each ``c`` being ``(worker, method, *args)``.
 
         ``repeat_key`` names a kind of call the caller repeats many times (a step):
-        an engine may set up a faster channel for those (the Ray engine compiles a
-        graph once one has come often enough). The results are the same.
+        an engine may set up a faster channel for those (the Ray engine, with
+        ``SHARDLEARN_RAY_COMPILED=1``, compiles a graph once one has come often
+        enough). The results are the same.
         """
         return [self.submit(*c) for c in calls]
 
