@@ -33,7 +33,6 @@ import math
 import numpy as np
 from numba import njit
 
-
 #: Bits of each of gradient and hessian per row (see the module docstring).
 VALUE_BITS = 15
 _BLOCK_BITS = 11

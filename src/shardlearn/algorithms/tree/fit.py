@@ -14,8 +14,8 @@ from ...progress import progress_bar
 from ...runtime import Coordinator, FitReport
 from . import kernels
 from . import model as M
-from .binning import merge_summaries
 from ._packed_hist import pack_grid
+from .binning import merge_summaries
 from .exact import grid
 from .grower import DataParallel, FeatureParallel, GrowConfig, Grower
 from .splitting import SplitParams, leaf_values

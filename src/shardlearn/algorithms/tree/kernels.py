@@ -12,8 +12,8 @@ import numpy as np
 from scipy.special import expit, logsumexp, softmax
 
 from ._boost_kernels import LOSS_CODES, boost_rows
-from .binning import bin_matrix, feature_summaries
 from ._kernels import apply_splits
+from .binning import bin_matrix, feature_summaries
 from .exact import snap
 
 
@@ -235,10 +235,10 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         bounds = np.array([a for _, a, _ in blocks] + [n], np.int64)
         sums = np.zeros((len(blocks), 4))
         mv = moves if moves is not None else (_NO_MOVE,) * 7
-        fits = boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], np.asarray(y, np.float64), sw, train,
-                   state["pos"][0], lv, has, grids[0], grids[1], vals[0], pk, bounds, sums,
-                   state["Xb"], moves is not None, mv[0][0], mv[1][0], mv[2][0], mv[3][0],
-                   mv[4][0])
+        fits = boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], np.asarray(y, np.float64), sw,
+                          train, state["pos"][0], lv, has, grids[0], grids[1], vals[0], pk,
+                          bounds, sums, state["Xb"], moves is not None, mv[0][0], mv[1][0],
+                          mv[2][0], mv[3][0], mv[4][0])
         out = list(sums)
     else:
         if leaf_values is not None:
