@@ -167,3 +167,49 @@ def test_a_boosting_fit_builds_its_histograms_with_the_packed_loops(monkeypatch)
     with shardlearn.init("local", n_workers=1):
         GradientBoostingClassifier(n_estimators=3, max_depth=3).fit(X, y)
     assert calls.count("root") == 3 and calls.count("staged") == 3 * 2
+
+
+@pytest.mark.parametrize("case", ["binary", "binary subsample", "binary held out",
+                                  "binary feature-parallel", "regression", "weighted"])
+def test_a_fit_with_the_packed_loops_equals_one_with_the_float_loops(case, monkeypatch):
+    # End to end: the packed loops must give the float loops' trees, bit for bit
+    # (zero-weight rows, held-out rows, subsampled rows, both parallel modes).
+    import shardlearn
+    from shardlearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
+
+    rng = np.random.default_rng(2)
+    n = 4 * P.BLOCK_ROWS + 100
+    X = rng.normal(size=(n, 5))
+    X[rng.random(X.shape) < 0.03] = np.nan
+    y_num = np.nan_to_num(X[:, 0]) * 2 + rng.normal(size=n)
+    sw = None
+    if case == "regression":
+        est = GradientBoostingRegressor(n_estimators=4, max_depth=4, min_samples_leaf=5,
+                                        random_state=0)
+        y = y_num
+    else:
+        kw = {"subsample": 0.6} if case == "binary subsample" else {}
+        if case == "binary held out":
+            kw = {"early_stopping": True, "validation_fraction": 0.2, "n_iter_no_change": 50}
+        if case == "binary feature-parallel":
+            kw = {"parallel": "feature"}
+        est = GradientBoostingClassifier(n_estimators=4, max_depth=4, min_samples_leaf=5,
+                                         random_state=0, **kw)
+        y = (y_num > 0).astype(int)
+        if case == "weighted":
+            sw = rng.integers(0, 2, n).astype(float)      # weights 0 and 1 still pack
+
+    calls = []
+    real = P.packed_staged
+    monkeypatch.setattr(P, "packed_staged", lambda *a: calls.append(1) or real(*a))
+
+    def fit():
+        with shardlearn.init("local", n_workers=2):
+            return dict(est.fit(X, y, sample_weight=sw).forest_)
+
+    packed = fit()
+    assert calls, "the packed loops did not run"
+    monkeypatch.setattr(H, "_packable", lambda *a: False)
+    floats = fit()
+    for k in packed:
+        np.testing.assert_array_equal(packed[k], floats[k], err_msg=k)
