@@ -103,14 +103,18 @@ def _into_hist_one(acc, hist_s, qg, qh):
 
 @njit(nogil=True, cache=True)
 def _add_rows(Xb, rows, packed, lo, hi, acc):
-    """Rows ``rows[lo:hi]`` of ``Xb``, with values ``packed[rows[lo:hi]]``."""
+    """Rows ``rows[lo:hi]`` of ``Xb``, with values ``packed[rows[lo:hi]]``; returns
+    the packed sum of those values (the node's totals)."""
     n_feat = Xb.shape[1]
+    total = np.int64(0)
     for j in range(lo, hi):
         r = rows[j]
         v = packed[r]
+        total += v
         xi = Xb[r]
         for f in range(n_feat):
             acc[f * _STRIDE + xi[f]] += v
+    return total
 
 
 @njit(nogil=True, cache=True)
@@ -122,10 +126,7 @@ def _node(Xb, rows, packed, lo, hi, acc, G, Hs, Cn, hist_s, tot_s, qg, qh):
     a = lo
     while True:
         b = min(hi, a + BLOCK_ROWS)
-        _add_rows(Xb, rows, packed, a, b, acc)
-        s = np.int64(0)
-        for j in range(a, b):
-            s += packed[rows[j]]
+        s = _add_rows(Xb, rows, packed, a, b, acc)
         tg += s >> _G_SHIFT
         th += (s >> _H_SHIFT) & _H_MASK
         tc += s & _C_MASK
