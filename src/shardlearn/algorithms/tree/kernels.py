@@ -264,7 +264,7 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
             w = (train & (sw > 0)).astype(np.float64)
             state["w_rows"] = True
             if sub < 1.0:
-                for i, a, b in _blocks(state):
+                for i, a, b in blocks:
                     rng = np.random.default_rng([spec["seed"], int(round_idx), i])
                     w[a:b] *= rng.random(b - a) < sub
             state["w"] = w[None, :]

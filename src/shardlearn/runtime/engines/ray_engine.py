@@ -10,6 +10,7 @@ import contextlib
 import os
 import time
 
+from ...comm.accounting import payload_nbytes
 from ..errors import KernelError, WorkerLostError
 from ..worker import WorkerCore
 from .base import Completed, Engine
@@ -255,10 +256,10 @@ class RayEngine(Engine):
 
     def gather(self, pending, timeout=None):
         done = self._gather(pending, timeout)
-        if self._current_key is not None:
+        if self._current_key is not None and not self._compiled_off:
             self._result_bytes[self._current_key] = max(
-                (_nbytes(c.value) for c in done if c.error is None), default=0)
-            self._current_key = None
+                (payload_nbytes(c.value) for c in done if c.error is None), default=0)
+        self._current_key = None
         return done
 
     def _gather(self, pending, timeout):
@@ -363,18 +364,6 @@ class RayEngine(Engine):
         d["address"] = self.address or "local (started here)" if self.started_ray else (self.address or "existing")
         d["ray_version"] = self._ray.__version__
         return d
-
-
-def _nbytes(value) -> int:
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.nbytes
-    if isinstance(value, (list, tuple)):
-        return sum(_nbytes(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_nbytes(v) for v in value.values())
-    return 0
 
 
 def _owned(value):
