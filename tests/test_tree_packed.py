@@ -10,6 +10,7 @@ import pytest
 from shardlearn.algorithms.tree import _hist_kernels as H
 from shardlearn.algorithms.tree import _packed_hist as P
 from shardlearn.algorithms.tree._boost_kernels import boost_rows
+from shardlearn.testing import assert_same_forest
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -211,5 +212,4 @@ def test_a_fit_with_the_packed_loops_equals_one_with_the_float_loops(case, monke
     assert calls, "the packed loops did not run"
     monkeypatch.setattr(H, "_packable", lambda *a: False)
     floats = fit()
-    for k in packed:
-        np.testing.assert_array_equal(packed[k], floats[k], err_msg=k)
+    assert_same_forest(packed, floats)
