@@ -153,6 +153,57 @@ def test_boost_rows_packs_what_it_writes_and_says_when_weights_overflow_the_pack
     np.testing.assert_array_equal(vals, 3.0 * one)
 
 
+def test_boost_rows_moves_rows_and_sums_losses_as_the_reference_does():
+    # The branch-free move (missing bins both ways, leaves that stay) against
+    # _kernels.apply_splits; the losses, log(1 + e^z) through log or log1p by the size
+    # of e^-|z|, against numpy's logaddexp, for |z| up to 40.
+    from shardlearn.algorithms.tree import _kernels as K
+
+    rng = np.random.default_rng(11)
+    n = 6000
+    Xb = rng.integers(0, 9, size=(n, 3)).astype(np.uint8)    # bin 0: missing
+    feature = np.array([[-1, 0, 2, -1, -1, -1, -1]], np.int32)
+    split_bin = np.array([[0, 4, 2, 0, 0, 0, 0]], np.int32)
+    missing_left = np.array([[0, 1, 0, 0, 0, 0, 0]], np.int32)
+    left = np.array([[1, 3, 5, -1, -1, -1, -1]], np.int32)
+    right = np.array([[2, 4, 6, -1, -1, -1, -1]], np.int32)
+    pos = rng.integers(1, 4, n).astype(np.int32)[None, :]     # node 3: a leaf already
+    leaf_values = rng.normal(size=7)
+    raw = rng.normal(size=n) * 12.0
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    sw = rng.integers(0, 3, n).astype(np.float64)
+    train = rng.random(n) < 0.8
+    bounds = np.array([0, 1000, 1000, 4500, n])
+    sums = np.zeros((4, 4))
+    qg, qh = P.pack_grid(1.0), P.pack_grid(0.25)
+    vals = np.empty((n, 2))
+    got_pos, got_raw = pos.copy(), raw.copy()
+    boost_rows(1, got_raw, y, sw, train, got_pos[0], leaf_values, True, qg, qh, vals,
+               np.empty(0, np.int64), bounds, sums, Xb, True, feature[0], split_bin[0],
+               missing_left[0], left[0], right[0])
+    want_pos = pos.copy()
+    K.apply_splits(Xb, want_pos, feature, split_bin, missing_left, left, right,
+                   np.full((1, 7), -1, np.int32), np.zeros((0, 4), np.uint64), 0)
+    np.testing.assert_array_equal(got_pos, want_pos)
+    assert set(np.unique(want_pos)) == {3, 4, 5, 6}
+    miss1 = (pos[0] == 1) & (Xb[:, 0] == 0)
+    miss2 = (pos[0] == 2) & (Xb[:, 2] == 0)
+    assert miss1.any() and np.all(got_pos[0, miss1] == 3)   # missing left at node 1
+    assert miss2.any() and np.all(got_pos[0, miss2] == 6)   # missing right at node 2
+    z = raw + leaf_values[want_pos[0]]
+    np.testing.assert_array_equal(got_raw, z)
+    assert np.abs(z).max() > 36.0 and (np.exp(-np.abs(z)) < 2.0**-7).mean() > 0.5
+    lo = np.logaddexp(0.0, z) - y * z
+    for k in range(4):
+        a, b = bounds[k], bounds[k + 1]
+        t = train[a:b]
+        want = [np.sum((sw * lo)[a:b][t]), sw[a:b][t].sum(),
+                np.sum((sw * lo)[a:b][~t]), sw[a:b][~t].sum()]
+        np.testing.assert_allclose(sums[k], want, rtol=1e-12)
+    p = 1.0 / (1.0 + np.exp(-z))
+    np.testing.assert_allclose(vals[:, 0], np.rint((p - y) / qg) * qg * sw * train, atol=qg)
+
+
 def test_a_boosting_fit_builds_its_histograms_with_the_packed_loops(monkeypatch):
     import shardlearn
     from shardlearn.ensemble import GradientBoostingClassifier

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._packed_hist import G_UNIT, H_UNIT, LIMIT
+from ._packed_hist import G_UNIT, H_UNIT, LIMIT, move_table
 
 LOSS_CODES = {"squared_error": 0, "binary": 1}
 
@@ -33,54 +33,69 @@ def boost_rows(loss, raw, y, sw, train, pos, leaf_values, has_leaves, qg, qh, va
     pack = packed.shape[0] == n
     inv_qg = 1.0 / qg
     inv_qh = 1.0 / qh
-    k = 0
     top = 0.0           # largest |value / grid| (hessians are >= 0)
-    for i in range(n):
-        while i >= bounds[k + 1]:
-            k += 1
-        z = raw[i]
-        if has_leaves:
-            node = pos[i]
-            if move:
-                f = feature[node]
-                if f >= 0:
-                    b = Xb[i, f]
-                    go_left = (missing_left[node] != 0) if b == 0 else (b <= split_bin[node])
-                    node = left[node] if go_left else right[node]
-                    pos[i] = node
-            z += leaf_values[node]
-            raw[i] = z
-        yi = y[i]
-        if loss == 0:
-            r = z - yi
-            lo = 0.5 * r * r
-            g = r
-            h = 1.0
-        else:
-            # log(1 + e^z) - y z and p = expit(z) through e = exp(-|z|), which cannot
-            # overflow; selects instead of branches (the sign of z is unpredictable).
-            e = np.exp(-abs(z))
-            d = 1.0 / (1.0 + e)
-            p = d if z > 0.0 else e * d
-            lo = max(z, 0.0) + np.log1p(e) - yi * z
-            g = p - yi
-            h = max(p * (1.0 - p), 1e-16)
-        si = sw[i]
-        if train[i]:
-            sums[k, 0] += si * lo
-            sums[k, 1] += si
-            s = si
-        else:
-            sums[k, 2] += si * lo
-            sums[k, 3] += si
-            s = 0.0
-        # On the grid before the weight multiplies, so that a row of whole weight k
-        # gives exactly what k copies of it give (the grid does not depend on weights).
-        gq = np.rint(np.rint(g * inv_qg) * s)
-        hq = np.rint(np.rint(h * inv_qh) * s)
-        vals[i, 0] = gq * qg
-        vals[i, 1] = hq * qh
-        if pack:
-            top = max(top, abs(gq), hq)
-            packed[i] = np.int64(gq) * G_UNIT + np.int64(hq) * H_UNIT + 1
+    tab = (move_table(feature, split_bin, missing_left, left, right) if move
+           else np.zeros(0, np.int32))
+    for k in range(bounds.shape[0] - 1):
+        # Block sums in registers: through ``sums`` each row would wait for the last.
+        t_loss = 0.0
+        t_weight = 0.0
+        v_loss = 0.0
+        v_weight = 0.0
+        for i in range(bounds[k], bounds[k + 1]):
+            iu = np.uint64(i)           # unsigned: no wraparound code (see move_table)
+            z = raw[iu]
+            if has_leaves:
+                node = np.uint64(pos[iu])
+                if move:
+                    o = node * np.uint64(8)
+                    f = tab[o]
+                    if f >= 0:
+                        b = np.int32(Xb[iu, np.uint64(f)])
+                        go_right = (np.int32(b > tab[o + np.uint64(1)])
+                                    | (np.int32(b == 0) & tab[o + np.uint64(2)]))
+                        node = np.uint64(tab[o + np.uint64(3 + go_right)])
+                        pos[iu] = np.int32(node)
+                z += leaf_values[node]
+                raw[iu] = z
+            yi = y[iu]
+            if loss == 0:
+                r = z - yi
+                lo = 0.5 * r * r
+                g = r
+                h = 1.0
+            else:
+                # log(1 + e^z) - y z and p = expit(z) through e = exp(-|z|), which cannot
+                # overflow; selects instead of branches (the sign of z is unpredictable).
+                # log(1 + e) = -log(d): log is 2.5x faster than log1p, and as accurate
+                # while e is not small (relative error under 1e-13 for e >= 2**-7).
+                e = np.exp(-abs(z))
+                d = 1.0 / (1.0 + e)
+                p = d if z > 0.0 else e * d
+                softplus = np.log1p(e) if e < 0.0078125 else -np.log(d)
+                lo = max(z, 0.0) + softplus - yi * z
+                g = p - yi
+                h = max(p * (1.0 - p), 1e-16)
+            si = sw[iu]
+            if train[iu]:
+                t_loss += si * lo
+                t_weight += si
+                s = si
+            else:
+                v_loss += si * lo
+                v_weight += si
+                s = 0.0
+            # On the grid before the weight multiplies, so that a row of whole weight k
+            # gives exactly what k copies of it give (the grid does not depend on weights).
+            gq = np.rint(np.rint(g * inv_qg) * s)
+            hq = np.rint(np.rint(h * inv_qh) * s)
+            vals[iu, 0] = gq * qg
+            vals[iu, 1] = hq * qh
+            if pack:
+                top = max(top, abs(gq), hq)
+                packed[iu] = np.int64(gq) * G_UNIT + np.int64(hq) * H_UNIT + 1
+        sums[k, 0] += t_loss
+        sums[k, 1] += t_weight
+        sums[k, 2] += v_loss
+        sums[k, 3] += v_weight
     return top <= LIMIT

@@ -11,11 +11,11 @@ see :func:`pack_grid`), the three fit in one int64::
 
 and the int64 sum of at most :data:`BLOCK_ROWS` packed rows is the packed sum of
 each field: no field can overflow into the next (2047 rows of at most 2**15 need
-26 bits; the signed gradient 27). So rows are added in blocks of 2047 into an
-int64 accumulator (57 KB for 28 features), which is unpacked into per-field int64
-sums after each block and into the float64 histogram once per node. All sums are
-of integers, hence exact: the histogram equals, bit for bit, the one the float
-loops of :mod:`._hist_kernels` build from the same values.
+26 bits; the signed gradient 27). So a node's rows are added in blocks of 2047
+into an int64 accumulator (57 KB for 28 features), which is unpacked into the
+float64 histogram after each block. All sums are of integer multiples of the
+grids, hence exact: the histogram equals, bit for bit, the one the float loops of
+:mod:`._hist_kernels` build from the same values.
 
 Weights above 1 can push a row past the limits; a shard with such a row uses the
 float loops for that round (:func:`._boost_kernels.boost_rows` says which), with
@@ -58,89 +58,45 @@ def pack_grid(max_abs_value: float) -> float:
 
 
 @njit(nogil=True, cache=True)
-def _unpack_into(acc, G, Hs, Cn):
-    for k in range(acc.shape[0]):
-        x = acc[k]
-        G[k] += x >> _G_SHIFT
-        Hs[k] += (x >> _H_SHIFT) & _H_MASK
-        Cn[k] += x & _C_MASK
-        acc[k] = 0
-
-
-@njit(nogil=True, cache=True)
-def _into_hist(acc, G, Hs, Cn, hist_s, qg, qh):
-    """The last block (``acc``) plus the earlier ones (``G, Hs, Cn``) into the
-    node's histogram; all four are zeroed for the next node."""
+def _flush(acc, base, hist_s, tot_s, total, qg, qh):
+    """A block's packed sums (``acc[base:]``, ``total``) into a node's histogram and
+    totals; ``acc`` zeroed for the next block. Integer multiples of a power of two
+    below 2**53: exact in float64, in any order."""
     Fh, B, _ = hist_s.shape
     for f in range(Fh):
         h = hist_s[f]
         for b in range(B):
-            k = f * _STRIDE + b
-            x = acc[k]
-            h[b, 0] += ((x >> _G_SHIFT) + G[k]) * qg
-            h[b, 1] += (((x >> _H_SHIFT) & _H_MASK) + Hs[k]) * qh
-            h[b, 2] += (x & _C_MASK) + Cn[k]
-            acc[k] = 0
-            G[k] = 0
-            Hs[k] = 0
-            Cn[k] = 0
-
-
-@njit(nogil=True, cache=True)
-def _into_hist_one(acc, hist_s, qg, qh):
-    """:func:`_into_hist` when the node had a single block."""
-    Fh, B, _ = hist_s.shape
-    for f in range(Fh):
-        h = hist_s[f]
-        for b in range(B):
-            k = f * _STRIDE + b
+            k = np.uint64(base + f * _STRIDE + b)
             x = acc[k]
             h[b, 0] += (x >> _G_SHIFT) * qg
             h[b, 1] += ((x >> _H_SHIFT) & _H_MASK) * qh
             h[b, 2] += x & _C_MASK
             acc[k] = 0
+    tot_s[0] += (total >> _G_SHIFT) * qg
+    tot_s[1] += ((total >> _H_SHIFT) & _H_MASK) * qh
+    tot_s[2] += total & _C_MASK
 
 
 @njit(nogil=True, cache=True)
-def _add_rows(Xb, rows, packed, lo, hi, acc):
-    """Rows ``rows[lo:hi]`` of ``Xb``, with values ``packed[rows[lo:hi]]``; returns
-    the packed sum of those values (the node's totals)."""
-    n_feat = Xb.shape[1]
-    total = np.int64(0)
-    for j in range(lo, hi):
-        r = rows[j]
-        v = packed[r]
-        total += v
-        xi = Xb[r]
-        for f in range(n_feat):
-            acc[f * _STRIDE + xi[f]] += v
-    return total
+def move_table(feature, split_bin, missing_left, left, right):
+    """One tree's threshold splits as 8 int32 a node: feature (< 0: a leaf), split
+    bin, 1 if missing values (bin 0) go right, left child, right child.
 
-
-@njit(nogil=True, cache=True)
-def _node(Xb, rows, packed, lo, hi, acc, G, Hs, Cn, hist_s, tot_s, qg, qh):
-    """One node's rows ``rows[lo:hi]`` added to its histogram and totals."""
-    tg = 0
-    th = 0
-    tc = 0
-    a = lo
-    while True:
-        b = min(hi, a + BLOCK_ROWS)
-        s = _add_rows(Xb, rows, packed, a, b, acc)
-        tg += s >> _G_SHIFT
-        th += (s >> _H_SHIFT) & _H_MASK
-        tc += s & _C_MASK
-        if b == hi:
-            break
-        _unpack_into(acc, G, Hs, Cn)
-        a = b
-    if hi - lo <= BLOCK_ROWS:
-        _into_hist_one(acc, hist_s, qg, qh)
-    else:
-        _into_hist(acc, G, Hs, Cn, hist_s, qg, qh)
-    tot_s[0] += tg * qg
-    tot_s[1] += th * qh
-    tot_s[2] += tc
+    A row's child is then ``tab[8 * node + 3 + go_right]`` with ``go_right``
+    computed, not branched on: it is a coin flip per row, and a mispredicted
+    branch costs more than the rest of the move. The loops index with unsigned
+    integers (``np.uint64``), which spares numba's negative-index wraparound:
+    in so short a loop that was a third of the time. The move is written out in
+    each loop: as a separate numba function it was not inlined and ran 2x slower."""
+    m = feature.shape[0]
+    tab = np.zeros(8 * m, np.int32)
+    for v in range(m):
+        tab[8 * v] = feature[v]
+        tab[8 * v + 1] = split_bin[v]
+        tab[8 * v + 2] = 0 if missing_left[v] != 0 else 1
+        tab[8 * v + 3] = left[v]
+        tab[8 * v + 4] = right[v]
+    return tab
 
 
 @njit(nogil=True, cache=True)
@@ -151,69 +107,85 @@ def packed_root(Xb, packed, skip_zero, hist, totals, qg, qh):
     nothing). ``skip_zero``: leave such rows out of the loop (worth it when they
     are many, as with row subsampling)."""
     n, n_feat = Xb.shape
-    rows = np.empty(n, np.int32)
-    m = 0
+    acc = np.zeros(n_feat * _STRIDE, np.int64)
+    total = np.int64(0)
+    c = 0
     for i in range(n):
-        if not skip_zero or packed[i] != 0:
-            rows[m] = i
-            m += 1
-    nk = n_feat * _STRIDE
-    acc = np.zeros(nk, np.int64)
-    G = np.zeros(nk, np.int64)
-    Hs = np.zeros(nk, np.int64)
-    Cn = np.zeros(nk, np.int64)
-    if m > 0:
-        _node(Xb, rows, packed, 0, m, acc, G, Hs, Cn, hist[0], totals[0], qg, qh)
+        iu = np.uint64(i)
+        v = packed[iu]
+        if skip_zero and v == 0:
+            continue
+        for f in range(n_feat):
+            fu = np.uint64(f)
+            acc[fu * np.uint64(_STRIDE) + np.uint64(Xb[iu, fu])] += v
+        total += v
+        c += 1
+        if c == BLOCK_ROWS:
+            _flush(acc, 0, hist[0], totals[0], total, qg, qh)
+            total = 0
+            c = 0
+    if c > 0:
+        _flush(acc, 0, hist[0], totals[0], total, qg, qh)
 
 
 @njit(nogil=True, cache=True)
 def packed_staged(Xb, packed, skip_zero, pos, slot, hist, totals, move, feature, split_bin,
                   missing_left, left, right, qg, qh):
-    """:func:`._hist_kernels._hist_staged` for two value channels and a count: the
-    counted rows' indices are grouped by node, then each node is built from its
-    group. ``packed`` and ``skip_zero`` as in :func:`packed_root`."""
+    """:func:`._hist_kernels._hist_staged` for two value channels and a count.
+
+    Two passes: the first moves every row to its child (if ``move``) and lists the
+    counted rows in row order with their histogram slots, without a branch per
+    row; the second adds each listed row to its slot's accumulator (one per slot,
+    57 KB each for 28 features). The rows are read in increasing order both times.
+    ``packed`` and ``skip_zero`` as in :func:`packed_root`."""
     n = pos.shape[1]
     n_feat = Xb.shape[1]
     S = hist.shape[0]
     slot_t = slot[0]
     pos_t = pos[0]
-    feat_t = feature[0]
-    sbin_t = split_bin[0]
-    mleft_t = missing_left[0]
-    left_t = left[0]
-    right_t = right[0]
-    sl = np.empty(n, np.int32)
-    start = np.zeros(S + 1, np.int64)
+    tab = (move_table(feature[0], split_bin[0], missing_left[0], left[0], right[0])
+           if move else np.zeros(0, np.int32))
+    rows = np.empty(n + 1, np.uint32)
+    row_slot = np.empty(n + 1, np.int32)
+    m = np.uint64(0)
     for i in range(n):
-        node = pos_t[i]
+        iu = np.uint64(i)
+        node = np.uint64(pos_t[iu])
         if move:
-            f = feat_t[node]
+            o = node * np.uint64(8)
+            f = tab[o]
             if f >= 0:
-                b = Xb[i, f]
-                go_left = (mleft_t[node] != 0) if b == 0 else (b <= sbin_t[node])
-                node = left_t[node] if go_left else right_t[node]
-                pos_t[i] = node
+                b = np.int32(Xb[iu, np.uint64(f)])
+                go_right = (np.int32(b > tab[o + np.uint64(1)])
+                            | (np.int32(b == 0) & tab[o + np.uint64(2)]))
+                node = np.uint64(tab[o + np.uint64(3 + go_right)])
+                pos_t[iu] = np.int32(node)
         s = slot_t[node]
-        if skip_zero and packed[i] == 0:
+        if skip_zero and packed[iu] == 0:
             s = -1
-        sl[i] = s
-        if s >= 0:
-            start[s + 1] += 1
-    for s in range(S):
-        start[s + 1] += start[s]
-    rows = np.empty(start[S], np.int32)
-    fill = start[:S].copy()
-    for i in range(n):
-        s = sl[i]
-        if s >= 0:
-            rows[fill[s]] = i
-            fill[s] += 1
+        rows[m] = np.uint32(i)
+        row_slot[m] = s
+        m += np.uint64(s >= 0)
     nk = n_feat * _STRIDE
-    acc = np.zeros(nk, np.int64)
-    G = np.zeros(nk, np.int64)
-    Hs = np.zeros(nk, np.int64)
-    Cn = np.zeros(nk, np.int64)
+    acc = np.zeros(S * nk, np.int64)
+    count = np.zeros(S, np.int64)
+    total = np.zeros(S, np.int64)
+    for j in range(m):
+        ju = np.uint64(j)
+        r = np.uint64(rows[ju])
+        s = np.uint64(row_slot[ju])
+        v = packed[r]
+        base = s * np.uint64(nk)
+        for f in range(n_feat):
+            fu = np.uint64(f)
+            acc[base + fu * np.uint64(_STRIDE) + np.uint64(Xb[r, fu])] += v
+        total[s] += v
+        c = count[s] + 1
+        if c == BLOCK_ROWS:
+            _flush(acc, base, hist[s], totals[s], total[s], qg, qh)
+            total[s] = 0
+            c = 0
+        count[s] = c
     for s in range(S):
-        if start[s + 1] > start[s]:
-            _node(Xb, rows, packed, start[s], start[s + 1], acc, G, Hs, Cn, hist[s], totals[s],
-                  qg, qh)
+        if count[s] > 0:
+            _flush(acc, s * nk, hist[s], totals[s], total[s], qg, qh)
