@@ -162,6 +162,31 @@ def test_every_histogram_path_matches_the_reference(case, move):
         np.testing.assert_allclose(tot[rows], ref[rows, 0].sum(axis=1), rtol=1e-12, atol=1e-12)
 
 
+def test_a_column_block_counts_only_the_features_it_holds():
+    # Feature-parallel: a worker holding columns 2..4 (col_offset 2) fills the subset
+    # entries of those features, as the full matrix would, and leaves the others zero.
+    rng = np.random.default_rng(4)
+    n, F, B, T = 900, 6, 11, 2
+    Xb = rng.integers(0, B, size=(n, F)).astype(np.uint8)
+    vals = rng.integers(0, 3, size=(1, n, 2)).astype(float)
+    w = rng.poisson(1.0, size=(T, n)).astype(float)
+    pos = rng.integers(0, 2, size=(T, n)).astype(np.int32)
+    slots = np.array([[0, 1], [2, 3]], np.int32)
+    feats = np.array([[0, 2, 5], [3, 4, -1], [1, 2, 3], [4, 5, 0]], np.int32)
+    full = np.zeros((4, 3, B, 3))
+    full_tot = np.zeros((4, 3))
+    K.build_histograms_subset(Xb, vals, w, pos, slots, feats, 0, full, full_tot)
+    block = np.zeros_like(full)
+    block_tot = np.zeros_like(full_tot)
+    K.build_histograms_subset(np.ascontiguousarray(Xb[:, 2:5]), vals, w, pos, slots, feats, 2,
+                              block, block_tot)
+    held = (feats >= 2) & (feats < 5)
+    np.testing.assert_array_equal(block[held], full[held])
+    assert not block[~held].any()
+    assert full[~held & (feats >= 0)].any()
+    np.testing.assert_array_equal(block_tot, full_tot)
+
+
 def test_histogram_kernel_matches_reference_and_grid_sums_are_exact():
     rng = np.random.default_rng(3)
     n, F, B = 500, 4, 17
