@@ -6,6 +6,7 @@ Kernels are top-level functions of this module (Ray ships them by reference).
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -256,6 +257,21 @@ def test_ray_reuses_running_cluster(ray_cluster):
         assert eng.describe()["address"] == "existing"
     assert ray.is_initialized(), "a session must not stop a cluster it did not start"
     assert ray.get_runtime_context().get_node_id() == node
+
+
+@pytest.mark.timeout(120)
+def test_ray_actors_start_their_numba_runtime_in_the_background(ray_cluster):
+    # A fresh actor loads numba and initialises LLVM on a thread of its own at start,
+    # not inside the first kernel it runs.
+    ray = ray_cluster
+    with shardlearn.init("ray", n_workers=2) as s:
+        eng = s.engine
+        assert ray.get([a.numba_warm.remote(60.0) for a in eng.actors]) == [True, True]
+    from shardlearn.runtime import warmup
+
+    t = warmup.start_in_background()
+    t.join(60)
+    assert warmup.is_warm() and "numba" in sys.modules
 
 
 @pytest.mark.timeout(120)

@@ -36,6 +36,25 @@ def test_low_cardinality_features_get_exact_bins_and_midpoint_thresholds():
     assert e.split_threshold(0, 10, -1) == np.inf
 
 
+def test_many_split_thresholds_at_once_equal_one_at_a_time():
+    from shardlearn.algorithms.tree.binning import feature_summaries, merge_summaries
+
+    rng = np.random.default_rng(8)
+    X = np.column_stack([rng.integers(0, 5, 3000).astype(float),      # exact, 5 values
+                         rng.normal(size=3000),                        # quantile bins
+                         rng.choice([0.5, 2.0], 3000)])                # exact, 2 values
+    edges = merge_summaries([feature_summaries(X, 32)], 32)
+    assert edges.exact.tolist() == [True, False, True]
+    f = rng.integers(0, 3, 500)
+    n = edges.n_bins[f] - 1
+    lo = rng.integers(1, n + 3)                     # some past the last threshold
+    hi = np.where(rng.random(500) < 0.2, -1, rng.integers(1, n + 3))
+    want = [edges.split_threshold(int(a), int(b), int(c)) for a, b, c in zip(f, lo, hi)]
+    got = edges.split_thresholds(f, lo, hi)
+    np.testing.assert_array_equal(got, want)
+    assert np.isinf(got).any() and np.isfinite(got).sum() > 300
+
+
 def test_high_cardinality_features_get_balanced_quantile_bins():
     rng = np.random.default_rng(1)
     X = np.column_stack([rng.normal(size=20000), rng.exponential(size=20000) ** 3])
@@ -257,6 +276,43 @@ def _brute_force_gh(x, g, h, lam, msl):
             if gain > best[0] + 1e-9:
                 best = (gain, k, miss_left)
     return best
+
+
+@pytest.mark.parametrize("crit", [0, 2])
+@pytest.mark.parametrize("limits", [(0.0, 0.0), (5.0, 0.0), (3.0, 4.0)])
+def test_vectorised_split_search_equals_the_scalar_loop_bit_for_bit(crit, limits):
+    # Histograms on a power-of-two grid (as every fit's are), empty bins, missing
+    # values in some nodes only, a feature mask, min_samples_leaf / min_child_weight:
+    # same gains, features, bins, missing directions and left sums as _best_splits_3.
+    rng = np.random.default_rng(crit * 10 + int(limits[0]))
+    S, F, B = 40, 6, 33
+    q = 2.0**-10
+    hist = np.zeros((S, F, B, 3))
+    counts = rng.poisson(2.0, size=(S, 1, B)) * (rng.random((S, 1, B)) < 0.7)
+    counts[: S // 2, :, 0] = 0                                 # half the nodes: no missing
+    counts = np.repeat(counts, F, axis=1)
+    for f in range(F):
+        counts[:, f] = rng.permuted(counts[:, f], axis=1)
+    hist[..., 2] = counts
+    if crit == 0:
+        hist[..., 0] = np.rint(rng.normal(size=counts.shape) * counts / q) * q
+        hist[..., 1] = np.rint(rng.uniform(0.1, 0.25, counts.shape) * counts / q) * q
+    else:
+        c1 = rng.binomial(counts, 0.3)
+        hist[..., 0], hist[..., 1] = counts - c1, c1
+    totals = hist[:, 0].sum(axis=1)
+    fmask = rng.random((S, F)) < 0.8
+    msl, mcw = limits
+    outs = []
+    for fn in (K._best_splits_3, K._best_splits_3_vector):
+        out = (np.empty(S), np.full(S, -7, np.int32), np.full(S, -7, np.int32),
+               np.full(S, -7, np.int32), np.zeros((S, 3)))
+        fn(hist, totals, fmask, crit, 1.0, msl, mcw, *out)
+        outs.append(out)
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    gain, _, _, mleft, _ = outs[1]
+    assert np.isfinite(gain).sum() >= 10 and mleft.any()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -229,6 +229,11 @@ def best_splits(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mlef
     node has missing values. Outputs are filled in place (feat = local index).
     """
     S, F, B, C = hist.shape
+    if C == 3 and (crit == 0 or crit == 2):
+        _best_splits_3_vector(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft,
+                              left)
+        _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
+        return
     if C == 3 and crit != 1:
         _best_splits_3(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft, left)
         _finish_best(hist, totals, gain, feat, sbin, mleft, bin_hi, left)
@@ -339,6 +344,85 @@ def _best_splits_3(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, m
                         left[s, 0] = la
                         left[s, 1] = lb
                         left[s, 2] = lc
+        gain[s] = best
+
+
+@njit(nogil=True, cache=True)
+def _best_splits_3_vector(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft,
+                          left):
+    """:func:`_best_splits_3` for crit 0 (g, h) and 2 (gini of two classes), the same
+    answers bit for bit, in three loops per feature that the compiler vectorises:
+    prefix sums of the bins, every bin's gain (invalid ones -inf, with selects,
+    not branches), then the first best.
+
+    The scalar loop waits on two divisions per bin; these run 8 to a vector. The
+    prefix sums are exact (histograms hold multiples of a power-of-two grid, see
+    .exact), so the missing-left prefix is the missing-right one plus bin 0, and
+    each bin's left and right sums are those of the scalar loop.
+    """
+    S, F, B, _ = hist.shape
+    LA = np.zeros(B)
+    LB = np.zeros(B)
+    LC = np.zeros(B)
+    G = np.empty(B)
+    gini = crit == 2
+    lam_c = 0.0 if gini else lam
+    for s in range(S):
+        best = -np.inf
+        ta, tb, tc = totals[s, 0], totals[s, 1], totals[s, 2]
+        P = _score3(ta, tb, crit, lam)
+        for f in range(F):
+            if not fmask[s, f]:
+                continue
+            hf = hist[s, f]
+            la = 0.0
+            lb = 0.0
+            lc = 0.0
+            for k in range(1, B):
+                la += hf[k, 0]
+                lb += hf[k, 1]
+                lc += hf[k, 2]
+                LA[k] = la
+                LB[k] = lb
+                LC[k] = lc
+            for opt in range(2):
+                if opt == 1 and hf[0, 2] == 0.0:
+                    continue
+                a0 = hf[0, 0] if opt == 1 else 0.0
+                b0 = hf[0, 1] if opt == 1 else 0.0
+                c0 = hf[0, 2] if opt == 1 else 0.0
+                for k in range(1, B):
+                    xa = LA[k] + a0
+                    xb = LB[k] + b0
+                    xc = LC[k] + c0
+                    ya = ta - xa
+                    yb = tb - xb
+                    yc = tc - xc
+                    if gini:
+                        # _score3, crit 2: (a*a + b*b) / (a + b)
+                        wl = xa + xb
+                        wr = ya + yb
+                        sl = (xa * xa + xb * xb) / wl if wl > 0.0 else 0.0
+                        sr = (ya * ya + yb * yb) / wr if wr > 0.0 else 0.0
+                        ok_w = (wl >= mcw) & (wr >= mcw)
+                    else:
+                        # _score3, crit 0: a*a / (b + lam)
+                        hl = xb + lam_c
+                        hr = yb + lam_c
+                        sl = xa * xa / hl if hl > 0.0 else 0.0
+                        sr = ya * ya / hr if hr > 0.0 else 0.0
+                        ok_w = (xb >= mcw) & (yb >= mcw)
+                    ok = (hf[k, 2] != 0.0) & (xc >= msl) & (yc >= msl) & (ok_w | (mcw <= 0.0))
+                    G[k] = sl + sr - P if ok else -np.inf
+                for k in range(1, B):
+                    if G[k] > best:
+                        best = G[k]
+                        feat[s] = f
+                        sbin[s] = k
+                        mleft[s] = opt
+                        left[s, 0] = LA[k] + a0
+                        left[s, 1] = LB[k] + b0
+                        left[s, 2] = LC[k] + c0
         gain[s] = best
 
 

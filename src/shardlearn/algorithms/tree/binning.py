@@ -146,6 +146,29 @@ class BinEdges:
             thr[j, :len(t)] = t
         return thr
 
+    def split_thresholds(self, feature, bin_lo, bin_hi) -> np.ndarray:
+        """:meth:`split_threshold` of many splits (int arrays), the same values."""
+        feature = np.asarray(feature, np.int64)
+        bin_lo = np.asarray(bin_lo, np.int64)
+        bin_hi = np.asarray(bin_hi, np.int64)
+        n_thr = np.array([len(t) for t in self.thresholds], np.int64)
+        width = int(n_thr.max(initial=0)) + 2
+        thr = np.full((len(self.thresholds), width), np.inf)
+        vals = np.zeros((len(self.thresholds), width))
+        for j, t in enumerate(self.thresholds):
+            thr[j, :len(t)] = t
+            if self.exact[j]:
+                vals[j, :len(self.bin_values[j])] = self.bin_values[j]
+        n = n_thr[feature]
+        lo = np.clip(bin_lo - 1, 0, thr.shape[1] - 1)
+        hi = np.clip(bin_hi - 1, 0, thr.shape[1] - 1)
+        a, b = vals[feature, lo], vals[feature, hi]
+        mid = a / 2.0 + b / 2.0
+        mid = np.where(mid >= b, a, mid)
+        use_mid = self.exact[feature] & (bin_hi >= 1) & (bin_hi <= n + 1)
+        out = np.where(use_mid, mid, thr[feature, lo])
+        return np.where(bin_lo > n, np.inf, out)
+
     @property
     def n_bins(self) -> np.ndarray:
         """Value bins per feature (missing bin not counted)."""

@@ -98,6 +98,20 @@ class TreeBuild:
         self.gain.append(0.0)
         return len(self.feature) - 1
 
+    def add_children(self, depth, left_stats, right_stats) -> int:
+        """Two leaves (:meth:`add`) for float64 stats rows the tree may keep (no copy);
+        returns the first one's index."""
+        self.feature += (-1, -1)
+        self.bin += (0, 0)
+        self.threshold += (np.nan, np.nan)
+        self.missing_left += (False, False)
+        self.left += (-1, -1)
+        self.right += (-1, -1)
+        self.depth += (depth, depth)
+        self.stats += (left_stats, right_stats)
+        self.gain += (0.0, 0.0)
+        return len(self.feature) - 2
+
     @property
     def n_nodes(self) -> int:
         return len(self.feature)
@@ -149,6 +163,27 @@ def _impurity(st, criterion) -> float:
         mean = -float(st[0]) / w
         return float(st[2]) / w - mean * mean
     return float(impurity(st[None, :], criterion)[0]) if criterion != "gini" else _gini(st)
+
+
+def _impurity_many(stats, criterion):
+    """:func:`_impurity` of each row of ``stats``, the same operations in the same order."""
+    if criterion == "gini":
+        vals = stats[:, :-1]
+        w = np.zeros(len(stats))
+        for c in range(vals.shape[1]):
+            w = w + vals[:, c]
+        acc = np.zeros(len(stats))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for c in range(vals.shape[1]):
+                p = vals[:, c] / w
+                acc = acc + p * p
+        return np.where(w <= 0, 0.0, 1.0 - acc)
+    if criterion == "mse":
+        w = stats[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = -stats[:, 0] / w
+            return np.where(w <= 0, 0.0, stats[:, 2] / w - mean * mean)
+    return impurity(stats, criterion)
 
 
 def _gini(st) -> float:
@@ -270,15 +305,7 @@ class Grower:
             if not accepted:
                 self.backend.set_pending(None)
                 break
-            split_nodes: dict[int, list] = {}
-            next_frontier, pairs = [], []
-            for idx, (t, v) in accepted:
-                tr = trees[t]
-                lc, rc = self._split(tr, v, best, idx)
-                split_nodes.setdefault(t, []).append(v)
-                need = [c for c in (lc, rc) if self._may_split(tr, c)]
-                next_frontier += [(t, c) for c in need]
-                pairs.append((t, v, lc, rc, need))
+            split_nodes, next_frontier, pairs = self._split_level(trees, accepted, best)
             table = _table(trees, split_nodes)
             if not next_frontier:
                 self.backend.set_pending(table)
@@ -347,6 +374,68 @@ class Grower:
         tr.left[v], tr.right[v] = lc, rc
         return lc, rc
 
+    def _split_level(self, trees, accepted, best):
+        """Split every node of ``accepted`` (``[(row of best, (tree, node))]``) at once:
+        :meth:`_split` and :meth:`_may_split` per node, with the arithmetic done on
+        arrays (a forest's deep levels split tens of thousands of nodes, and per-node
+        numpy calls were most of the coordinator's time). Returns
+        ``(split nodes by tree, next frontier, pairs)`` as the level loop wants them."""
+        rows = np.array([i for i, _ in accepted], np.int64)
+        nodes = [tv for _, tv in accepted]
+        left = best.left[rows]
+        parent = np.array([trees[t].stats[v] for t, v in nodes])
+        children = np.empty((2 * len(nodes), left.shape[1]))
+        children[0::2] = left
+        children[1::2] = parent - left
+        depth = np.repeat([trees[t].depth[v] + 1 for t, v in nodes], 2)
+        may = self._may_split_many(children, depth).tolist()
+        feats, bins = best.feature[rows], best.bin[rows]
+        cats = best.categorical[rows]
+        thresholds = self.edges.split_thresholds(np.where(cats, 0, feats), bins,
+                                                 best.bin_hi[rows]).tolist()
+        feats, bins, cats = feats.tolist(), bins.tolist(), cats.tolist()
+        mlefts, gains = best.missing_left[rows].tolist(), best.gain[rows].tolist()
+        depth = depth[0::2].tolist()
+        split_nodes: dict[int, list] = {}
+        next_frontier, pairs = [], []
+        for k, (t, v) in enumerate(nodes):
+            tr = trees[t]
+            f = feats[k]
+            tr.feature[v] = f
+            tr.bin[v] = bins[k]
+            tr.missing_left[v] = bool(mlefts[k])
+            if cats[k]:
+                self._record_categorical(tr, v, f, best.cat_bits[rows[k]])
+            else:
+                tr.threshold[v] = thresholds[k]
+            tr.gain[v] = gains[k]
+            lc = tr.add_children(depth[k], children[2 * k], children[2 * k + 1])
+            rc = lc + 1
+            tr.left[v], tr.right[v] = lc, rc
+            if t in split_nodes:
+                split_nodes[t].append(v)
+            else:
+                split_nodes[t] = [v]
+            ml, mr = may[2 * k], may[2 * k + 1]
+            need = [lc, rc] if ml and mr else [lc] if ml else [rc] if mr else []
+            for c in need:
+                next_frontier.append((t, c))
+            pairs.append((t, v, lc, rc, need))
+        return split_nodes, next_frontier, pairs
+
+    def _may_split_many(self, stats, depth):
+        """:meth:`_may_split` of nodes with these ``stats`` (rows) and depths."""
+        cfg = self.cfg
+        crit = cfg.split.criterion
+        ok = ~(stats[:, -1] < max(cfg.min_samples_split, 2 * max(1, cfg.split.min_samples_leaf)))
+        if cfg.max_depth is not None:
+            ok &= ~(depth >= cfg.max_depth)
+        if crit == "gh":
+            ok &= ~(stats[:, 1] < 2 * cfg.split.min_child_weight)
+        if cfg.check_purity:
+            ok &= ~(_impurity_many(stats, crit) <= _EPS)
+        return ok
+
     def _record_categorical(self, tr, v, f, bits):
         """A categorical split: its left set of bins and of raw category values."""
         bits = np.array(bits, dtype=np.uint64)
@@ -377,9 +466,22 @@ class Grower:
         return not g / scale + _EPS < cfg.min_impurity_decrease
 
     def _decide(self, trees, frontier, best, root_w):
-        """Level-wise growth: every node of the level that may split does."""
-        return [(idx, (t, v)) for idx, (t, v) in enumerate(frontier)
-                if self._splittable(trees, t, v, best, idx, root_w)]
+        """Level-wise growth: every node of the level that may split does
+        (:meth:`_splittable` of each, on arrays)."""
+        cfg = self.cfg
+        g = best.gain[:len(frontier)]
+        ok = np.isfinite(g)
+        if cfg.split.criterion == "gh":
+            ok &= g > 0.0
+        else:
+            ts = np.array([t for t, _ in frontier], np.int64)
+            scale = root_w[ts] * (np.log(2.0) if cfg.split.criterion == "entropy" else 1.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ok &= ~(g / scale + _EPS < cfg.min_impurity_decrease)
+        for i, (t, v) in enumerate(frontier):
+            if v == 0 and ok[i]:            # roots: checked here, children on entry
+                ok[i] = self._may_split(trees[t], v)
+        return [(i, frontier[i]) for i in np.flatnonzero(ok).tolist()]
 
     def _evaluate_level(self, trees, table, pairs, frontier, retain=None):
         """Histograms and best splits of ``frontier`` (children of this pass's splits).

@@ -51,6 +51,9 @@ class _ActorBody:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=1)
+        from .. import warmup
+
+        warmup.start_in_background()      # numba's runtime, while the cluster starts
         self.core = WorkerCore(worker_id)
         self._lock = threading.Lock()
         self._last = None      # (call id, outcome) of the last numbered call
@@ -88,6 +91,11 @@ class _ActorBody:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def numba_warm(self, timeout: float) -> bool:
+        from .. import warmup
+
+        return warmup.is_warm(timeout)
 
 
 class RayEngine(Engine):
