@@ -53,6 +53,13 @@ def make_higgs_like(n, seed=0):
     return X, y
 
 
+def warmup(X, y, n_workers):
+    """A small dataset of one shard per worker, for the warm-up fits."""
+    from shardlearn.data import Dataset
+
+    return Dataset.from_arrays(X[:5000], y[:5000], n_shards=n_workers)
+
+
 def timed(fit):
     t = time.perf_counter()
     model = fit()
@@ -104,8 +111,9 @@ def main():
         levels = args.trees * args.depth
         for engine, n in engines:
             with shardlearn.init(engine, n_workers=n):
-                # Warm-up (numba compilation is cached on disk; Ray workers import modules).
-                GradientBoostingClassifier(n_estimators=2, max_depth=2).fit(Xtr[:5000], ytr[:5000])
+                # Warm-up on every worker (one shard each): numba compilation is cached
+                # on disk, but each Ray worker imports the modules and loads the kernels.
+                GradientBoostingClassifier(n_estimators=2, max_depth=2).fit(warmup(Xtr, ytr, n))
                 # Ray: the first large fit on fresh actors, then one on the same (warm)
                 # actors (fresh processes pay for first touches of memory, more on VMs).
                 for run in (["first fit", "warm"] if engine == "ray" else [""]):
@@ -158,7 +166,7 @@ def main():
         Xr, yr = Xtr[:n], ytr[:n]
         for engine, k in engines:
             with shardlearn.init(engine, n_workers=k):
-                RandomForestClassifier(n_estimators=2, max_depth=2).fit(Xr[:5000], yr[:5000])
+                RandomForestClassifier(n_estimators=2, max_depth=2).fit(warmup(Xr, yr, k))
                 for run in (["first fit", "warm"] if engine == "ray" else [""]):
                     m, s = timed(lambda: RandomForestClassifier(
                         n_estimators=args.rf_trees, max_depth=args.rf_depth, max_bins=args.bins,
