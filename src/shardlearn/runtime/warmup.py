@@ -42,4 +42,3 @@ def start_in_background() -> threading.Thread:
 def is_warm(timeout: float | None = 0.0) -> bool:
     """Whether the warm-up finished and worked (waiting up to ``timeout`` seconds)."""
     return _done.wait(timeout) and _ok
-
