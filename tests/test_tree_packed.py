@@ -75,18 +75,20 @@ def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, 
     want_tot += 0.25
     pos_want, pos_got = pos.copy(), pos.copy()
     m = H._NO_MOVES
+    acc = np.zeros(P.accumulator_size(S, F) + 5, np.int64)   # scratch, left zero
     if case == "root":
         H._hist_root(Xb, vals, w, want, want_tot)
-        P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh)
+        P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh, acc)
     elif case == "nodes":
         H._hist_staged(Xb, vals, w, pos_want, slots, want, want_tot, False, m, m, m, m, m)
         P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, False, m, m, m, m,
-                        m, qg, qh)
+                        m, qg, qh, acc)
     else:
         H._hist_staged(Xb, vals, w, pos_want, slots, want, want_tot, True, feature, split_bin,
                        missing_left, left, right)
         P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, True, feature,
-                        split_bin, missing_left, left, right, qg, qh)
+                        split_bin, missing_left, left, right, qg, qh, acc)
+    assert not acc.any()
     np.testing.assert_array_equal(pos_got, pos_want)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_tot, want_tot)

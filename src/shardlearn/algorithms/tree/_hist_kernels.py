@@ -21,6 +21,8 @@ case of two value channels plus a count is written out by hand.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 from numba import njit
 
@@ -296,19 +298,22 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
     Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
     exact and the order of the additions does not matter. ``at_root``: the caller
     knows that every row of the single tree is in its root, histogram slot 0.
-    ``pack=(qg, qh, packed, skip_zero)``: the grids of the two value channels when
-    they are :func:`._packed_hist.pack_grid` steps, every row's values times its
-    weight (0 or 1) packed into one integer, and whether to skip the zeros, for
-    the packed loops (the same sums, faster).
+    ``pack=(qg, qh, packed, skip_zero[, scratch])``: the grids of the two value
+    channels when they are :func:`._packed_hist.pack_grid` steps, every row's values
+    times its weight (0 or 1) packed into one integer, whether to skip the zeros,
+    and a one-item list holding the packed loops' scratch between calls, for the
+    packed loops (the same sums, faster).
     """
     m = _NO_MOVES
     root = at_root and pos.shape[0] == 1 and hist.shape[0] == 1
     if _packable(pack, vals, hist) and _one_tree(pos, None):
         if root:
-            P.packed_root(Xb, pack[2], pack[3], hist, totals, pack[0], pack[1])
+            with _scratch(pack, 1, Xb.shape[1]) as acc:
+                P.packed_root(Xb, pack[2], pack[3], hist, totals, pack[0], pack[1], acc)
         else:
-            P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, False, m, m, m, m, m,
-                            pack[0], pack[1])
+            with _scratch(pack, hist.shape[0], Xb.shape[1]) as acc:
+                P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, False, m, m, m, m,
+                                m, pack[0], pack[1], acc)
     elif root:
         _hist_root(Xb, vals, w, hist, totals)
     elif _staged(pos, hist, None):
@@ -316,6 +321,20 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
     else:
         _hist_rows(Xb, vals, w, pos, slot, _NO_FEATS, 0, hist, totals, False, m, m, m, m, m)
     return hist
+
+
+@contextlib.contextmanager
+def _scratch(pack, n_slots, n_features):
+    """The packed loops' zeroed scratch, kept in ``pack[4]`` (a one-item list) between
+    calls; taken out while in use, so a kernel that fails leaves none behind."""
+    holder = pack[4] if len(pack) > 4 else [None]
+    need = P.accumulator_size(n_slots, n_features)
+    acc = holder[0]
+    holder[0] = None
+    if acc is None or acc.shape[0] < need:
+        acc = np.zeros(need, np.int64)
+    yield acc
+    holder[0] = acc
 
 
 def _packable(pack, vals, hist):
@@ -348,8 +367,9 @@ def split_and_build(Xb, vals, w, pos, feature, split_bin, missing_left, left, ri
     :func:`build_histograms_subset`, ``pack`` as in :func:`build_histograms`.
     """
     if _one_tree(pos, feats) and _packable(pack, vals, hist):
-        P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, True, feature, split_bin,
-                        missing_left, left, right, pack[0], pack[1])
+        with _scratch(pack, hist.shape[0], Xb.shape[1]) as acc:
+            P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, True, feature,
+                            split_bin, missing_left, left, right, pack[0], pack[1], acc)
     elif _staged(pos, hist, feats):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, True, feature, split_bin,
                      missing_left, left, right)

@@ -146,11 +146,9 @@ class BinEdges:
             thr[j, :len(t)] = t
         return thr
 
-    def split_thresholds(self, feature, bin_lo, bin_hi) -> np.ndarray:
-        """:meth:`split_threshold` of many splits (int arrays), the same values."""
-        feature = np.asarray(feature, np.int64)
-        bin_lo = np.asarray(bin_lo, np.int64)
-        bin_hi = np.asarray(bin_hi, np.int64)
+    def split_tables(self):
+        """``(n_thresholds, thresholds, bin_values)`` padded into arrays, for
+        :meth:`split_thresholds` (build once per fit)."""
         n_thr = np.array([len(t) for t in self.thresholds], np.int64)
         width = int(n_thr.max(initial=0)) + 2
         thr = np.full((len(self.thresholds), width), np.inf)
@@ -159,6 +157,15 @@ class BinEdges:
             thr[j, :len(t)] = t
             if self.exact[j]:
                 vals[j, :len(self.bin_values[j])] = self.bin_values[j]
+        return n_thr, thr, vals
+
+    def split_thresholds(self, feature, bin_lo, bin_hi, tables=None) -> np.ndarray:
+        """:meth:`split_threshold` of many splits (int arrays), the same values;
+        ``tables``: :meth:`split_tables`, if already built."""
+        feature = np.asarray(feature, np.int64)
+        bin_lo = np.asarray(bin_lo, np.int64)
+        bin_hi = np.asarray(bin_hi, np.int64)
+        n_thr, thr, vals = self.split_tables() if tables is None else tables
         n = n_thr[feature]
         lo = np.clip(bin_lo - 1, 0, thr.shape[1] - 1)
         hi = np.clip(bin_hi - 1, 0, thr.shape[1] - 1)

@@ -232,6 +232,7 @@ class Grower:
         width = cfg.max_features if self.compact else n_features
         itemsize = np.dtype(getattr(backend, "hist_dtype", "float64")).itemsize
         self.node_bytes = width * edges.hist_bins * n_channels * itemsize
+        self._split_tables = None     # edges.split_tables(), on first use
 
     # -- node eligibility --------------------------------------------------------------
     def _may_split(self, tree: TreeBuild, v: int) -> bool:
@@ -391,8 +392,10 @@ class Grower:
         may = self._may_split_many(children, depth).tolist()
         feats, bins = best.feature[rows], best.bin[rows]
         cats = best.categorical[rows]
+        if self._split_tables is None:
+            self._split_tables = self.edges.split_tables()
         thresholds = self.edges.split_thresholds(np.where(cats, 0, feats), bins,
-                                                 best.bin_hi[rows]).tolist()
+                                                 best.bin_hi[rows], self._split_tables).tolist()
         feats, bins, cats = feats.tolist(), bins.tolist(), cats.tolist()
         mlefts, gains = best.missing_left[rows].tolist(), best.gain[rows].tolist()
         depth = depth[0::2].tolist()
@@ -726,15 +729,25 @@ class DataParallel:
         out = self.coord.map(data_level_kernel, pending, slots, self.B, self.C, root, prologue,
                              feats, self.hist_dtype, step="tree_level", restore=True, fold=True)
         extra = [e for _, e in sorted((e for o in out for e in o[2]), key=lambda e: e[0])]
-        hist, tot = _sum_parts([o[0] for o in out]), _sum_parts([o[1] for o in out])
+        parts = [o[0] for o in out]
+        tot = _sum_parts([o[1] for o in out])
         if root:
             totals = tot
-        if derived:
+        siblings = None
+        if derived and parts[0] is not None:
+            # The larger siblings go after the built nodes in one array; the workers'
+            # parts are summed straight into it, and the subtractions are done with
+            # the search, on its threads (see _search_in_parallel).
+            n = parts[0].shape[0]
+            hist = np.empty((n + len(derived),) + parts[0].shape[1:], dtype=parts[0].dtype)
+            _sum_parts(parts, out=hist[:n])
             bidx = {node: i for i, node in enumerate(built)}
-            hist = with_siblings(hist, [self._held[p] for _, p, _ in derived],
-                                 [bidx[s] for _, _, s in derived])
+            siblings = (n, [self._held[p] for _, p, _ in derived],
+                        [bidx[s] for _, _, s in derived])
+        else:
+            hist = _sum_parts(parts)
         order = built + [d[0] for d in derived]
-        best = _search_in_parallel(hist, totals, self.params, fmask, feats)
+        best = _search_in_parallel(hist, totals, self.params, fmask, feats, siblings)
         self._held = _hold(self._held, order, hist, keep)
         return LevelResult(best, tot if root else None, extra)
 
@@ -808,14 +821,24 @@ class FeatureParallel:
                               restore=True)
 
 
-def _sum_parts(parts):
-    """Sum of per-worker histograms (exact: the order does not matter)."""
+def _sum_parts(parts, out=None):
+    """Sum of per-worker histograms (exact: the order does not matter), into ``out``
+    if given."""
     if parts[0] is None:
         return None
-    acc = parts[0]
-    if not acc.flags.writeable:   # Ray hands back read-only views of its object store
-        acc = acc.copy()
-    for p in parts[1:]:
+    if out is not None:
+        if len(parts) == 1:
+            out[...] = parts[0]
+        else:
+            np.add(parts[0], parts[1], out=out)
+        rest = parts[2:] if len(parts) > 1 else []
+        acc = out
+    else:
+        acc = parts[0]
+        if not acc.flags.writeable:   # Ray hands back read-only views of its object store
+            acc = acc.copy()
+        rest = parts[1:]
+    for p in rest:
         acc += p
     return acc
 
@@ -826,10 +849,19 @@ _CPUS = os.cpu_count() or 1
 _search_pool: list = []
 
 
-def _search_in_parallel(hist, totals, params, fmask, feats):
+def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None):
     """Best splits of every node, the nodes cut in chunks searched on several threads
-    (the numba search releases the GIL; each node's answer does not depend on the others)."""
+    (the numba search releases the GIL; each node's answer does not depend on the others).
+
+    ``siblings=(n, parents, small_rows)``: rows ``n + k`` of ``hist`` are still to be
+    filled with ``parents[k] - hist[small_rows[k]]`` (:func:`.splitting.with_siblings`);
+    each chunk fills its own before searching them.
+    """
     def search(a, b):
+        if siblings is not None:
+            n, parents, small = siblings
+            for k in range(max(a, n) - n, max(b - n, 0)):
+                K.subtract_into(parents[k], hist[small[k]], hist[n + k])
         if feats is not None:
             return _compact_best(hist[a:b], totals[a:b], params, feats[a:b], feats[a:b] >= 0)
         return find_best_splits(hist[a:b], totals[a:b], params,

@@ -274,7 +274,8 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         if packed and fast and fits:
             if state["n_dead"]:
                 pk[state["w"][0] == 0.0] = 0
-            state["pack"] = (grids[0], grids[1], pk, state["n_dead"] * 8 > n)
+            scratch = state.setdefault("packed_scratch", [None])
+            state["pack"] = (grids[0], grids[1], pk, state["n_dead"] * 8 > n, scratch)
     return out
 
 
