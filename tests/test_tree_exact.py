@@ -62,6 +62,27 @@ def test_fold_returns_one_value_per_worker_with_the_serial_total(n_workers):
         assert sum(parts) == serial
 
 
+def _count_kernel(shard, state, acc):
+    # (shards folded, rows): the finish step below sees the whole fold once.
+    return (1, shard.n_rows) if acc is None else (acc[0] + 1, acc[1] + shard.n_rows)
+
+
+_count_kernel.fold_finish = lambda acc: ("finished", *acc)
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_fold_finish_runs_once_per_worker_after_its_last_shard(engine, request):
+    if engine == "ray":
+        request.getfixturevalue("ray_cluster")
+    X = np.random.default_rng(1).standard_normal((5000, 2))
+    ds = Dataset.from_arrays(X, n_shards=5)
+    with session(engine, n_workers=2), Coordinator(ds) as coord:
+        parts = coord.map(_count_kernel, fold=True, step="fold")
+        held = [len(ids) for ids in coord.placement if ids]
+    assert [p[0] for p in parts] == ["finished"] * len(held)
+    assert [p[1] for p in parts] == held and sum(p[2] for p in parts) == 5000
+
+
 def _weighted_regression():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((600, 5))

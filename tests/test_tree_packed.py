@@ -76,23 +76,66 @@ def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, 
     pos_want, pos_got = pos.copy(), pos.copy()
     m = H._NO_MOVES
     acc = np.zeros(P.accumulator_size(S, F) + 5, np.int64)   # scratch, left zero
+    buf = (acc, np.zeros(S, np.int64), np.zeros(S, np.int64), True)
     if case == "root":
         H._hist_root(Xb, vals, w, want, want_tot)
-        P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh, acc)
+        P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh, *buf)
     elif case == "nodes":
         H._hist_staged(Xb, vals, w, pos_want, slots, want, want_tot, False, m, m, m, m, m)
         P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, False, m, m, m, m,
-                        m, qg, qh, acc)
+                        m, qg, qh, *buf)
     else:
         H._hist_staged(Xb, vals, w, pos_want, slots, want, want_tot, True, feature, split_bin,
                        missing_left, left, right)
         P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, True, feature,
-                        split_bin, missing_left, left, right, qg, qh, acc)
-    assert not acc.any()
+                        split_bin, missing_left, left, right, qg, qh, *buf)
+    assert not acc.any() and not buf[1].any() and not buf[2].any()
     np.testing.assert_array_equal(pos_got, pos_want)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_tot, want_tot)
     assert want_tot[:, 2].sum() > 0.25 * S + P.BLOCK_ROWS   # a node spans several blocks
+
+
+@pytest.mark.parametrize("root", [True, False])
+def test_a_fold_carry_across_shards_gives_the_one_pass_histograms(root):
+    # Shards of a worker's fold leave their partial blocks in one FoldCarry (blocks
+    # spanning shard boundaries); its finish must give what each shard flushing
+    # alone gives, bit for bit, and leave its scratch zero for the next fold.
+    rng = np.random.default_rng(9)
+    F, S = 5, 1 if root else 3
+    qg, qh = 2.0**-15, 2.0**-17
+    sizes = [900, 2500, 1300, 40]                        # blocks straddle shards
+    shards = []
+    for n in sizes:
+        Xb = rng.integers(0, 20, size=(n, F)).astype(np.uint8)
+        _, _, packed = _packed_rows(rng, n, qg, qh, rng.random(n) < 0.1)
+        pos = rng.integers(0, S, size=(1, n)).astype(np.int32)
+        shards.append((Xb, packed, pos))
+    slots = np.arange(S, dtype=np.int32)[None, :]
+    m = H._NO_MOVES
+    want, want_tot = np.zeros((S, F, 20, 3)), np.zeros((S, 3))
+    got, got_tot = np.zeros_like(want), np.zeros_like(want_tot)
+    carry = P.FoldCarry()
+    for Xb, packed, pos in shards:
+        if root:
+            buf = (np.zeros(P.accumulator_size(1, F), np.int64), np.zeros(1, np.int64),
+                   np.zeros(1, np.int64), True)
+            P.packed_root(Xb, packed, False, want, want_tot, qg, qh, *buf)
+            acc, count, total = carry.take(S, F, qg, qh, got, got_tot)
+            P.packed_root(Xb, packed, False, got, got_tot, qg, qh, acc, count, total, False)
+        else:
+            buf = (np.zeros(P.accumulator_size(S, F), np.int64), np.zeros(S, np.int64),
+                   np.zeros(S, np.int64), True)
+            P.packed_staged(Xb, packed, False, pos.copy(), slots, want, want_tot, False, m, m,
+                            m, m, m, qg, qh, *buf)
+            acc, count, total = carry.take(S, F, qg, qh, got, got_tot)
+            P.packed_staged(Xb, packed, False, pos.copy(), slots, got, got_tot, False, m, m, m,
+                            m, m, qg, qh, acc, count, total, False)
+    assert carry.count.sum() > 0                          # something left for the end
+    carry.finish(got, got_tot)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_tot, want_tot)
+    assert carry.acc is None and not P.FoldCarry._pool.free.any()
 
 
 def test_dispatcher_takes_the_packed_loops_only_for_two_float64_channels():

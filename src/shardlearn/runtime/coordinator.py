@@ -200,7 +200,8 @@ class Coordinator:
         fold : bool, default=False
             ``kernel(shard, state, acc, *args)`` folds the shards of each worker
             (``acc`` is None for its first shard, then the previous return value);
-            the call returns one value per worker holding shards, in worker order.
+            the call returns one value per worker holding shards, in worker order
+            (after ``kernel.fold_finish(acc)`` on the worker, if the kernel has one).
             Only for folds whose result does not depend on how shards are grouped
             (exact integer-valued sums): otherwise it would depend on the placement.
         """

@@ -73,7 +73,9 @@ class WorkerCore:
 
     def run_fold(self, key: str, step: str, kernel: Callable, shard_ids: list[int], *args):
         """``acc = kernel(shard, state, acc, *args)`` over the listed shards (``acc`` starts
-        as None); one value, the last ``acc``, leaves the worker.
+        as None); one value, the last ``acc``, leaves the worker, passed first through
+        ``kernel.fold_finish(acc)`` if the kernel has one (work left for the end of the
+        fold, e.g. flushing an accumulator the shards shared).
 
         Only for folds whose result does not depend on how shards are grouped
         (exact sums), so the answer is the same whichever worker holds which shards.
@@ -84,6 +86,19 @@ class WorkerCore:
             acc[0] = kernel(shard, state, acc[0], *a)
 
         _, times, elapsed = self.run(key, step, one, shard_ids, *args)
+        finish = getattr(kernel, "fold_finish", None)
+        if finish is not None and acc[0] is not None:
+            t = time.perf_counter()
+            try:
+                acc[0] = finish(acc[0])
+            except Exception as exc:  # noqa: BLE001 - re-raised with its location
+                from .errors import KernelError
+
+                cause = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                raise KernelError(step, self.worker_id, shard_ids[-1], cause) from exc
+            spent = time.perf_counter() - t
+            times[-1] += spent
+            elapsed += spent
         return [acc[0]], times, elapsed
 
     def drop_shards(self, key: str, shard_ids: list[int]) -> None:

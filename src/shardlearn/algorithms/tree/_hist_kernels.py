@@ -292,7 +292,8 @@ _NO_FEATS = np.zeros((0, 0), np.int32)
 _NO_MOVES = np.zeros((1, 1), np.int32)
 
 
-def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=None):
+def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=None,
+                     carry=None):
     """Add each row's channels to ``hist[slot, f, bin]`` and ``totals[slot]``.
 
     Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
@@ -302,18 +303,19 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
     channels when they are :func:`._packed_hist.pack_grid` steps, every row's values
     times its weight (0 or 1) packed into one integer, whether to skip the zeros,
     and a one-item list holding the packed loops' scratch between calls, for the
-    packed loops (the same sums, faster).
+    packed loops (the same sums, faster). ``carry``: a
+    :class:`._packed_hist.FoldCarry` the packed loops leave their partial blocks in
+    (the caller flushes it into ``hist`` at the end of its fold); None: flushed here.
     """
     m = _NO_MOVES
     root = at_root and pos.shape[0] == 1 and hist.shape[0] == 1
     if _packable(pack, vals, hist) and _one_tree(pos, None):
-        if root:
-            with _scratch(pack, 1, Xb.shape[1]) as acc:
-                P.packed_root(Xb, pack[2], pack[3], hist, totals, pack[0], pack[1], acc)
-        else:
-            with _scratch(pack, hist.shape[0], Xb.shape[1]) as acc:
+        with _packed_buffers(pack, carry, hist, totals, Xb.shape[1]) as buf:
+            if root:
+                P.packed_root(Xb, pack[2], pack[3], hist, totals, pack[0], pack[1], *buf)
+            else:
                 P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, False, m, m, m, m,
-                                m, pack[0], pack[1], acc)
+                                m, pack[0], pack[1], *buf)
     elif root:
         _hist_root(Xb, vals, w, hist, totals)
     elif _staged(pos, hist, None):
@@ -324,16 +326,22 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
 
 
 @contextlib.contextmanager
-def _scratch(pack, n_slots, n_features):
-    """The packed loops' zeroed scratch, kept in ``pack[4]`` (a one-item list) between
-    calls; taken out while in use, so a kernel that fails leaves none behind."""
+def _packed_buffers(pack, carry, hist, totals, n_features):
+    """``(acc, count, total, finish)`` for a packed loop: the fold's ``carry`` if
+    given (partial blocks left in it), else the shard's zeroed scratch, kept in
+    ``pack[4]`` (a one-item list) between calls and taken out while in use, so a
+    kernel that fails leaves none behind."""
+    n_slots = hist.shape[0]
+    if carry is not None:
+        yield (*carry.take(n_slots, n_features, pack[0], pack[1], hist, totals), False)
+        return
     holder = pack[4] if len(pack) > 4 else [None]
     need = P.accumulator_size(n_slots, n_features)
     acc = holder[0]
     holder[0] = None
     if acc is None or acc.shape[0] < need:
         acc = np.zeros(need, np.int64)
-    yield acc
+    yield acc, np.zeros(n_slots, np.int64), np.zeros(n_slots, np.int64), True
     holder[0] = acc
 
 
@@ -360,16 +368,17 @@ def build_histograms_subset(Xb, vals, w, pos, slot, feats, col_offset, hist, tot
 
 
 def split_and_build(Xb, vals, w, pos, feature, split_bin, missing_left, left, right, slot,
-                    hist, totals, feats=None, pack=None):
+                    hist, totals, feats=None, pack=None, carry=None):
     """Move each row to the child of its node's (threshold) split, then count it.
 
     Data-parallel only: the shard holds every feature. ``feats`` as in
-    :func:`build_histograms_subset`, ``pack`` as in :func:`build_histograms`.
+    :func:`build_histograms_subset`, ``pack`` and ``carry`` as in
+    :func:`build_histograms`.
     """
     if _one_tree(pos, feats) and _packable(pack, vals, hist):
-        with _scratch(pack, hist.shape[0], Xb.shape[1]) as acc:
+        with _packed_buffers(pack, carry, hist, totals, Xb.shape[1]) as buf:
             P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, True, feature,
-                            split_bin, missing_left, left, right, pack[0], pack[1], acc)
+                            split_bin, missing_left, left, right, pack[0], pack[1], *buf)
     elif _staged(pos, hist, feats):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, True, feature, split_bin,
                      missing_left, left, right)

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels as K
+from ._packed_hist import FoldCarry
 from .splitting import (
     CAT_WORDS,
     BestSplits,
@@ -566,13 +567,14 @@ def _run_prologue(shard, state, prologue, moves=None):
 
 
 def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, moves=None,
-           at_root=False, dtype="float64"):
+           at_root=False, dtype="float64", carry=None):
     """This shard's histograms and node totals, added to ``into=(hist, tot)`` if given.
 
     ``moves``: pending splits (a :func:`_table`) applied to the rows in the same pass
     (data-parallel only: every feature of the row is in this block). ``dtype``: of the
     histograms (float32 only where every value and sum is an integer below 2**24,
-    see ``TreeFit.hist_dtype``); totals are float64.
+    see ``TreeFit.hist_dtype``); totals are float64. ``carry``: the fold's
+    :class:`._packed_hist.FoldCarry`, for the packed loops.
     """
     Xb = state["Xb"]
     width = feats.shape[1] if feats is not None else Xb.shape[1]
@@ -586,11 +588,11 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     if moves is not None:
         feat, sbin, mleft, left, right, _, _ = moves
         K.split_and_build(Xb, vals, w, pos, feat, sbin, mleft, left, right, slots, hist, tot,
-                          feats, pack)
+                          feats, pack, carry)
     elif feats is not None:
         K.build_histograms_subset(Xb, vals, w, pos, slots, feats, state["col_offset"], hist, tot)
     else:
-        K.build_histograms(Xb, vals, w, pos, slots, hist, tot, at_root, pack)
+        K.build_histograms(Xb, vals, w, pos, slots, hist, tot, at_root, pack, carry)
     return hist, tot
 
 
@@ -599,8 +601,9 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
 
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
-    ``(hist, totals, [(shard index, prologue result), ...])`` or None. The sums
-    are exact (.exact), so how shards are grouped on workers does not matter.
+    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry)`` or None;
+    :func:`_finish_level` ends it (the worker sends the first three). The sums are
+    exact (.exact), so how shards are grouped on workers does not matter.
     """
     n_slots = int(slots.max()) + 1 if slots.size else 0
     # Rows move to their children in the histogram pass itself, unless a prologue
@@ -617,15 +620,26 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     if root:
         state["pos"][:] = 0
     if acc is None:
-        acc = (None, None, [])
-    hist, tot, extras = acc
+        acc = (None, None, [], FoldCarry())
+    hist, tot, extras, carry = acc
     extras.append(extra)
     if n_slots == 0:
-        return hist, tot, extras
+        return hist, tot, extras, carry
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
                        None if hist is None else (hist, tot), pending if fuse else None,
-                       at_root=root, dtype=dtype)
+                       at_root=root, dtype=dtype, carry=carry)
+    return hist, tot, extras, carry
+
+
+def _finish_level(acc):
+    """The end of a worker's fold: the packed blocks its shards left, into its histograms."""
+    hist, tot, extras, carry = acc
+    if hist is not None:
+        carry.finish(hist, tot)
     return hist, tot, extras
+
+
+data_level_kernel.fold_finish = _finish_level
 
 
 def feature_level_kernel(shard, state, pending, slots, derived, totals, fmask, params,
