@@ -315,6 +315,36 @@ def test_vectorised_split_search_equals_the_scalar_loop_bit_for_bit(crit, limits
     assert np.isfinite(gain).sum() >= 10 and mleft.any()
 
 
+def test_chunked_search_with_siblings_equals_the_serial_one(monkeypatch):
+    # The coordinator's search cut in chunks on threads, each chunk also filling its
+    # larger siblings (parent - smaller child): the same histograms and best splits.
+    from shardlearn.algorithms.tree import grower as G
+    from shardlearn.algorithms.tree.splitting import with_siblings
+
+    rng = np.random.default_rng(2)
+    n, d, F, B = 150, 100, 4, 17
+    q = 2.0**-12
+    built = np.zeros((n, F, B, 3))
+    built[..., 2] = rng.poisson(3.0, size=(n, F, B))
+    built[..., 0] = np.rint(rng.normal(size=(n, F, B)) * built[..., 2] / q) * q
+    built[..., 1] = np.rint(0.2 * built[..., 2] / q) * q
+    parents = [built[k] * 2 + np.abs(built[k]) for k in range(d)]
+    small = list(range(d))
+    want_hist = with_siblings(built, parents, small)
+    totals = want_hist[:, 0].sum(axis=1)
+    p = SplitParams("gh", reg_lambda=1.0, min_samples_leaf=2)
+    monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 10**9)
+    want = G._search_in_parallel(want_hist, totals, p, None, None)
+    monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 20)
+    hist = np.full((n + d, F, B, 3), np.nan)
+    hist[:n] = built
+    got = G._search_in_parallel(hist, totals, p, None, None, (n, parents, small))
+    np.testing.assert_array_equal(hist, want_hist)
+    for f in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+    assert (got.feature >= 0).sum() > 100
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_split_finder_matches_brute_force_with_missing_values(seed):
     rng = np.random.default_rng(seed)
