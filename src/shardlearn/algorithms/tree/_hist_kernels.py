@@ -1,6 +1,7 @@
-"""Numba histogram kernels: one pass over a shard's rows per level.
+"""Numba histogram kernels: a shard's rows read once or twice per level.
 
-Layouts are those of :mod:`._kernels`. Three loops, picked by the callers below:
+Layouts are those of :mod:`._kernels`. Three float loops, and the packed ones of
+:mod:`._packed_hist` (boosting with one tree a round), picked by the callers below:
 
 * :func:`_hist_root`: one tree, every row in its root (the first level of a
   boosting round): no node lookups, totals kept in registers.
@@ -8,7 +9,8 @@ Layouts are those of :mod:`._kernels`. Three loops, picked by the callers below:
   node first, then each node's histogram is built from a contiguous block, so
   one node's histogram (about 170 KB for 28 features) stays in cache.
 * :func:`_hist_rows`: several trees (forests, multiclass boosting) or per-node
-  feature subsets: every node in one pass.
+  feature subsets: per tree, the rows are moved and sorted by node (a counting
+  sort), then each node's histogram is built from its rows.
 
 The previous level's (threshold) splits can be applied to each row in the same
 pass, just before it is counted, so a level reads its rows once (a separate
@@ -16,7 +18,9 @@ pass to move them cost about 15% of the histogram work). Categorical splits are
 moved by :func:`._kernels.apply_splits` first; they are rare, and the plain
 threshold test keeps these loops short. The per-tree rows of every table are
 taken once per tree (2-D lookups in the row loop cost about 20%), and the common
-case of two value channels plus a count is written out by hand.
+case of two value channels plus a count is written out by hand. The newer loops
+(:func:`_hist_rows`, the packed ones) index with unsigned integers and move rows
+without a branch per row (see :func:`._packed_hist.move_table`).
 """
 
 from __future__ import annotations
