@@ -274,6 +274,30 @@ def test_ray_actors_start_their_numba_runtime_in_the_background(ray_cluster):
     assert warmup.is_warm() and "numba" in sys.modules
 
 
+def test_ray_clusters_we_start_inline_results_up_to_a_mebibyte(monkeypatch):
+    from shardlearn.runtime.engines import ray_engine
+
+    monkeypatch.delenv("RAY_max_direct_call_object_size", raising=False)
+    assert ray_engine.system_config() == {"max_direct_call_object_size": 1 << 20}
+    monkeypatch.setenv("RAY_max_direct_call_object_size", "5000")
+    assert ray_engine.system_config() == {}       # the user's setting is left alone
+
+
+def _rows_times(shard, state, n):
+    return np.full(n, float(shard.n_rows)) * np.arange(n)
+
+
+@pytest.mark.timeout(120)
+def test_results_under_and_over_the_inline_size_come_back_from_ray_intact(ray_cluster):
+    # 0.5 MiB is inlined in the task reply, 2 MiB goes through the object store.
+    X = np.zeros((3000, 2))
+    with shardlearn.init("ray", n_workers=2), Coordinator(Dataset.from_arrays(X, n_shards=3)) as c:
+        for n in (65536, 262144):
+            out = c.map(_rows_times, n)
+            for got, rows in zip(out, (1000, 1000, 1000)):
+                np.testing.assert_array_equal(got, rows * np.arange(n, dtype=np.float64))
+
+
 @pytest.mark.timeout(120)
 def test_ray_too_many_workers_clear_error_and_cluster_survives(ray_cluster):
     ray = ray_cluster

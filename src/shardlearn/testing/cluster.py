@@ -27,8 +27,11 @@ def local_ray_cluster(num_cpus: int = TEST_CLUSTER_CPUS, pythonpath=()):
         if pythonpath:
             paths = [str(p) for p in pythonpath] + [os.environ.get("PYTHONPATH", "")]
             runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}}
+        from ..runtime.engines.ray_engine import system_config
+
+        # The settings the Ray engine gives a cluster it starts, so tests run as users do.
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env=runtime_env)
+                 runtime_env=runtime_env, _system_config=system_config())
         started = True
     try:
         yield ray

@@ -40,6 +40,22 @@ def _wait_for_cpus(ray, need: float, total: float, wait_s: float) -> float:
         time.sleep(0.05)
 
 
+#: Task results up to this size travel inside the reply instead of through the
+#: object store (Ray's default: 100 KB). Measured on a 2-core VM (Ray 2.60), a
+#: round trip to 2 actors returning 170-340 KB each: 2.3 ms inlined vs 4-6 ms
+#: through the store; 1 MB: about even; 1.4 MB and up: the store is faster. Tree
+#: levels return 0.2-3 MB: boosting 400k x 28 on 2 workers, 8.0-8.6 s -> 6.4-7.7 s.
+INLINE_RESULT_BYTES = 1 << 20
+
+
+def system_config() -> dict:
+    """Ray system settings for a cluster this engine starts (an existing cluster keeps
+    its own); ``RAY_max_direct_call_object_size`` in the environment wins."""
+    if os.environ.get("RAY_max_direct_call_object_size"):
+        return {}
+    return {"max_direct_call_object_size": INLINE_RESULT_BYTES}
+
+
 class _ActorBody:
     """The actor's class body (decorated with ``ray.remote`` at engine start)."""
 
@@ -113,9 +129,13 @@ class RayEngine(Engine):
             if address is None:
                 want = int(n_workers or os.cpu_count() or 1)
                 kwargs["num_cpus"] = max(want * worker_cpus, os.cpu_count() or 1)
+                kwargs["_system_config"] = system_config()
             else:
                 kwargs["address"] = address
-            kwargs.update(ray_init_kwargs or {})
+            user = dict(ray_init_kwargs or {})
+            if "_system_config" in user and "_system_config" in kwargs:
+                user["_system_config"] = {**kwargs["_system_config"], **user["_system_config"]}
+            kwargs.update(user)
             ray.init(**kwargs)
             self.started_ray = True
         total = ray.cluster_resources().get("CPU", 0)
