@@ -76,7 +76,7 @@ def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, 
     pos_want, pos_got = pos.copy(), pos.copy()
     m = H._NO_MOVES
     acc = np.zeros(P.accumulator_size(S, F) + 5, np.int64)   # scratch, left zero
-    buf = (acc, np.zeros(S, np.int64), np.zeros(S, np.int64), True)
+    buf = (acc, np.zeros(S, np.int64), np.zeros(S, np.int64))
     if case == "root":
         H._hist_root(Xb, vals, w, want, want_tot)
         P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh, *buf)
@@ -89,6 +89,8 @@ def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, 
                        missing_left, left, right)
         P.packed_staged(Xb, packed, skip_zero, pos_got, slots, got, got_tot, True, feature,
                         split_bin, missing_left, left, right, qg, qh, *buf)
+    assert buf[1].any()                                   # partial blocks left over
+    P.flush_partial(*buf, got, got_tot, qg, qh)
     assert not acc.any() and not buf[1].any() and not buf[2].any()
     np.testing.assert_array_equal(pos_got, pos_want)
     np.testing.assert_array_equal(got, want)
@@ -119,18 +121,20 @@ def test_a_fold_carry_across_shards_gives_the_one_pass_histograms(root):
     for Xb, packed, pos in shards:
         if root:
             buf = (np.zeros(P.accumulator_size(1, F), np.int64), np.zeros(1, np.int64),
-                   np.zeros(1, np.int64), True)
+                   np.zeros(1, np.int64))
             P.packed_root(Xb, packed, False, want, want_tot, qg, qh, *buf)
+            P.flush_partial(*buf, want, want_tot, qg, qh)
             acc, count, total = carry.take(S, F, qg, qh, got, got_tot)
-            P.packed_root(Xb, packed, False, got, got_tot, qg, qh, acc, count, total, False)
+            P.packed_root(Xb, packed, False, got, got_tot, qg, qh, acc, count, total)
         else:
             buf = (np.zeros(P.accumulator_size(S, F), np.int64), np.zeros(S, np.int64),
-                   np.zeros(S, np.int64), True)
+                   np.zeros(S, np.int64))
             P.packed_staged(Xb, packed, False, pos.copy(), slots, want, want_tot, False, m, m,
                             m, m, m, qg, qh, *buf)
+            P.flush_partial(*buf, want, want_tot, qg, qh)
             acc, count, total = carry.take(S, F, qg, qh, got, got_tot)
             P.packed_staged(Xb, packed, False, pos.copy(), slots, got, got_tot, False, m, m, m,
-                            m, m, qg, qh, acc, count, total, False)
+                            m, m, qg, qh, acc, count, total)
     assert carry.count.sum() > 0                          # something left for the end
     carry.finish(got, got_tot)
     np.testing.assert_array_equal(got, want)

@@ -303,10 +303,9 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
     Row values lie on a power-of-two grid (see :mod:`.exact`), so the sums are
     exact and the order of the additions does not matter. ``at_root``: the caller
     knows that every row of the single tree is in its root, histogram slot 0.
-    ``pack=(qg, qh, packed, skip_zero[, scratch])``: the grids of the two value
-    channels when they are :func:`._packed_hist.pack_grid` steps, every row's values
-    times its weight (0 or 1) packed into one integer, whether to skip the zeros,
-    and a one-item list holding the packed loops' scratch between calls, for the
+    ``pack=(qg, qh, packed, skip_zero)``: the grids of the two value channels when
+    they are :func:`._packed_hist.pack_grid` steps, every row's values times its
+    weight (0 or 1) packed into one integer, and whether to skip the zeros, for the
     packed loops (the same sums, faster). ``carry``: a
     :class:`._packed_hist.FoldCarry` the packed loops leave their partial blocks in
     (the caller flushes it into ``hist`` at the end of its fold); None: flushed here.
@@ -331,22 +330,14 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
 
 @contextlib.contextmanager
 def _packed_buffers(pack, carry, hist, totals, n_features):
-    """``(acc, count, total, finish)`` for a packed loop: the fold's ``carry`` if
-    given (partial blocks left in it), else the shard's zeroed scratch, kept in
-    ``pack[4]`` (a one-item list) between calls and taken out while in use, so a
-    kernel that fails leaves none behind."""
-    n_slots = hist.shape[0]
-    if carry is not None:
-        yield (*carry.take(n_slots, n_features, pack[0], pack[1], hist, totals), False)
-        return
-    holder = pack[4] if len(pack) > 4 else [None]
-    need = P.accumulator_size(n_slots, n_features)
-    acc = holder[0]
-    holder[0] = None
-    if acc is None or acc.shape[0] < need:
-        acc = np.zeros(need, np.int64)
-    yield acc, np.zeros(n_slots, np.int64), np.zeros(n_slots, np.int64), True
-    holder[0] = acc
+    """``(acc, count, total)`` for a packed loop: the fold's ``carry`` (partial blocks
+    left in it for the fold's end), or one for this call alone, flushed after it."""
+    own = carry is None
+    if own:
+        carry = P.FoldCarry()
+    yield carry.take(hist.shape[0], n_features, pack[0], pack[1], hist, totals)
+    if own:
+        carry.finish(hist, totals)
 
 
 def _packable(pack, vals, hist):

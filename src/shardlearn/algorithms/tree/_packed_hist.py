@@ -106,16 +106,16 @@ def move_table(feature, split_bin, missing_left, left, right):
 
 
 @njit(nogil=True, cache=True)
-def packed_root(Xb, packed, skip_zero, hist, totals, qg, qh, acc, count, total, finish):
+def packed_root(Xb, packed, skip_zero, hist, totals, qg, qh, acc, count, total):
     """:func:`._hist_kernels._hist_root` for two value channels and a count.
 
     ``packed``: each row's packed values, 0 for a row of weight 0 (which adds
     nothing). ``skip_zero``: leave such rows out of the loop (worth it when they
     are many, as with row subsampling). ``acc``: int64 scratch of at least
     ``accumulator_size(1, n_features)``; ``count[0]``, ``total[0]``: the rows and
-    packed sum it holds (zero, or left by the previous shard of a fold, see
-    :class:`FoldCarry`). ``finish``: flush the last, partial block (then ``acc`` is
-    left zero); else it is left for the next shard."""
+    packed sum it holds (zero, or left by the previous shard of a fold). Full
+    blocks are flushed here; the last, partial one is left in ``acc`` for
+    :func:`flush_partial` (see :class:`FoldCarry`)."""
     n, n_feat = Xb.shape
     c = count[0]
     tot = total[0]
@@ -133,17 +133,13 @@ def packed_root(Xb, packed, skip_zero, hist, totals, qg, qh, acc, count, total, 
             _flush(acc, 0, hist[0], totals[0], tot, qg, qh)
             tot = 0
             c = 0
-    if finish and c > 0:
-        _flush(acc, 0, hist[0], totals[0], tot, qg, qh)
-        tot = 0
-        c = 0
     count[0] = c
     total[0] = tot
 
 
 @njit(nogil=True, cache=True)
 def packed_staged(Xb, packed, skip_zero, pos, slot, hist, totals, move, feature, split_bin,
-                  missing_left, left, right, qg, qh, acc, count, total, finish):
+                  missing_left, left, right, qg, qh, acc, count, total):
     """:func:`._hist_kernels._hist_staged` for two value channels and a count.
 
     Two passes: the first moves every row to its child (if ``move``) and lists the
@@ -151,7 +147,7 @@ def packed_staged(Xb, packed, skip_zero, pos, slot, hist, totals, move, feature,
     row; the second adds each listed row to its slot's accumulator (one per slot,
     57 KB each for 28 features). The rows are read in increasing order both times.
     ``packed``, ``skip_zero``, ``acc`` (``accumulator_size(S, n_features)``),
-    ``count``, ``total`` (one per slot) and ``finish`` as in :func:`packed_root`."""
+    ``count`` and ``total`` (one per slot) as in :func:`packed_root`."""
     n = pos.shape[1]
     n_feat = Xb.shape[1]
     slot_t = slot[0]
@@ -196,8 +192,6 @@ def packed_staged(Xb, packed, skip_zero, pos, slot, hist, totals, move, feature,
             total[s] = 0
             c = 0
         count[s] = c
-    if finish:
-        flush_partial(acc, count, total, hist, totals, qg, qh)
 
 
 @njit(nogil=True, cache=True)
@@ -212,12 +206,13 @@ def flush_partial(acc, count, total, hist, totals, qg, qh):
 
 
 class FoldCarry:
-    """The packed accumulator of one worker's fold over its shards (a level's pass):
-    each shard leaves its partial blocks in it for the next, and the fold's end
-    flushes them once (:meth:`finish`). Flushing a slot costs a pass over its
-    7168 entries (28 features); flushing per shard was about a quarter of a deep
-    level's work. Scratch buffers are kept per thread for the next fold; one whose
-    fold never finished (a replay, an error) is simply not returned."""
+    """The packed accumulator of one worker's fold over its shards (a level's pass),
+    or of a single shard's pass: each shard leaves its partial blocks in it for the
+    next, and the end flushes them once (:meth:`finish`). Flushing a slot costs a
+    pass over its 7168 entries (28 features); flushing per shard was about a quarter
+    of a deep level's work. The zeroed scratch is kept per thread for the next
+    pass (zeroing a fresh one per shard and level was 2-3% of a boosting fit); one
+    whose pass never finished (a replay, an error) is simply not returned."""
 
     __slots__ = ("acc", "count", "total", "grids")
     _pool = threading.local()

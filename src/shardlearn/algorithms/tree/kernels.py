@@ -274,8 +274,7 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         if packed and fast and fits:
             if state["n_dead"]:
                 pk[state["w"][0] == 0.0] = 0
-            scratch = state.setdefault("packed_scratch", [None])
-            state["pack"] = (grids[0], grids[1], pk, state["n_dead"] * 8 > n, scratch)
+            state["pack"] = (grids[0], grids[1], pk, state["n_dead"] * 8 > n)
     return out
 
 
