@@ -64,10 +64,7 @@ class WorkerCore:
                 if self.faults is not None:
                     self.faults.after_kernel(step, time.perf_counter() - t)
             except Exception as exc:  # noqa: BLE001 - re-raised with its location
-                from .errors import KernelError
-
-                cause = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                raise KernelError(step, self.worker_id, i, cause) from exc
+                raise self._kernel_error(step, i, exc) from exc
             times.append(time.perf_counter() - t)
         return results, times, time.perf_counter() - t0
 
@@ -92,14 +89,18 @@ class WorkerCore:
             try:
                 acc[0] = finish(acc[0])
             except Exception as exc:  # noqa: BLE001 - re-raised with its location
-                from .errors import KernelError
-
-                cause = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                raise KernelError(step, self.worker_id, shard_ids[-1], cause) from exc
+                raise self._kernel_error(step, shard_ids[-1], exc) from exc
             spent = time.perf_counter() - t
             times[-1] += spent
             elapsed += spent
         return [acc[0]], times, elapsed
+
+    def _kernel_error(self, step: str, shard: int, exc: Exception):
+        """A kernel's exception as a KernelError naming the step, worker and shard."""
+        from .errors import KernelError
+
+        cause = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return KernelError(step, self.worker_id, shard, cause)
 
     def drop_shards(self, key: str, shard_ids: list[int]) -> None:
         """Forget some shards of a fit (they moved to another worker)."""
