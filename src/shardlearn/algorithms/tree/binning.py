@@ -150,13 +150,10 @@ class BinEdges:
         """``(n_thresholds, thresholds, bin_values)`` padded into arrays, for
         :meth:`split_thresholds` (build once per fit)."""
         n_thr = np.array([len(t) for t in self.thresholds], np.int64)
-        width = int(n_thr.max(initial=0)) + 2
-        thr = np.full((len(self.thresholds), width), np.inf)
-        vals = np.zeros((len(self.thresholds), width))
-        for j, t in enumerate(self.thresholds):
-            thr[j, :len(t)] = t
-            if self.exact[j]:
-                vals[j, :len(self.bin_values[j])] = self.bin_values[j]
+        thr = self.padded_thresholds()
+        vals = np.zeros(thr.shape)
+        for j in np.flatnonzero(self.exact):
+            vals[j, :len(self.bin_values[j])] = self.bin_values[j]
         return n_thr, thr, vals
 
     def split_thresholds(self, feature, bin_lo, bin_hi, tables=None) -> np.ndarray:

@@ -155,44 +155,21 @@ def _table(trees, nodes_by_tree):
 _EPS = float(np.finfo(float).eps)
 
 
-def _impurity(st, criterion) -> float:
-    """Impurity of one node from its stats (plain floats: called once per node)."""
-    if criterion == "mse":
-        w = float(st[1])
-        if w <= 0:
-            return 0.0
-        mean = -float(st[0]) / w
-        return float(st[2]) / w - mean * mean
-    return float(impurity(st[None, :], criterion)[0]) if criterion != "gini" else _gini(st)
-
-
 def _impurity_many(stats, criterion):
-    """:func:`_impurity` of each row of ``stats``, the same operations in the same order."""
-    if criterion == "gini":
-        vals = stats[:, :-1]
-        w = np.zeros(len(stats))
+    """Impurity of each node from its stats (rows): :func:`.splitting.impurity`, but
+    gini summed over the classes in order, whatever their number."""
+    if criterion != "gini":
+        return impurity(stats, criterion)
+    vals = stats[:, :-1]
+    w = np.zeros(len(stats))
+    for c in range(vals.shape[1]):
+        w = w + vals[:, c]
+    acc = np.zeros(len(stats))
+    with np.errstate(divide="ignore", invalid="ignore"):
         for c in range(vals.shape[1]):
-            w = w + vals[:, c]
-        acc = np.zeros(len(stats))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for c in range(vals.shape[1]):
-                p = vals[:, c] / w
-                acc = acc + p * p
-        return np.where(w <= 0, 0.0, 1.0 - acc)
-    if criterion == "mse":
-        w = stats[:, 1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = -stats[:, 0] / w
-            return np.where(w <= 0, 0.0, stats[:, 2] / w - mean * mean)
-    return impurity(stats, criterion)
-
-
-def _gini(st) -> float:
-    vals = st[:-1].tolist()
-    w = sum(vals)
-    if w <= 0:
-        return 0.0
-    return 1.0 - sum((v / w) ** 2 for v in vals)
+            p = vals[:, c] / w
+            acc = acc + p * p
+    return np.where(w <= 0, 0.0, 1.0 - acc)
 
 
 def _hash_keys(seed, tree_ids, node_ids, n_features):
@@ -237,18 +214,7 @@ class Grower:
 
     # -- node eligibility --------------------------------------------------------------
     def _may_split(self, tree: TreeBuild, v: int) -> bool:
-        cfg = self.cfg
-        st = tree.stats[v]
-        n = st[-1]
-        if cfg.max_depth is not None and tree.depth[v] >= cfg.max_depth:
-            return False
-        if n < max(cfg.min_samples_split, 2 * max(1, cfg.split.min_samples_leaf)):
-            return False
-        if cfg.split.criterion == "gh" and st[1] < 2 * cfg.split.min_child_weight:
-            return False
-        if cfg.check_purity and _impurity(st, cfg.split.criterion) <= _EPS:
-            return False
-        return True
+        return bool(self._may_split_many(tree.stats[v][None, :], np.array([tree.depth[v]]))[0])
 
     def _feature_mask(self, nodes):
         """``(mask, feats)``: a (S, F) bool mask of candidate features (or None), or in
@@ -428,7 +394,7 @@ class Grower:
         return split_nodes, next_frontier, pairs
 
     def _may_split_many(self, stats, depth):
-        """:meth:`_may_split` of nodes with these ``stats`` (rows) and depths."""
+        """Whether nodes with these ``stats`` (rows) and depths may split."""
         cfg = self.cfg
         crit = cfg.split.criterion
         ok = ~(stats[:, -1] < max(cfg.min_samples_split, 2 * max(1, cfg.split.min_samples_leaf)))
@@ -845,7 +811,7 @@ def _sum_parts(parts, out=None):
             out[...] = parts[0]
         else:
             np.add(parts[0], parts[1], out=out)
-        rest = parts[2:] if len(parts) > 1 else []
+        rest = parts[2:]
         acc = out
     else:
         acc = parts[0]
