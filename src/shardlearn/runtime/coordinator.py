@@ -226,7 +226,7 @@ class Coordinator:
             t0 = time.perf_counter()
             pending = self.engine.submit_many(
                 [(w, method, self.key, name, kernel, self.placement[w], *call_args)
-                 for w in todo], repeat_key=(method, name))
+                 for w in todo])
             done = self.engine.gather(pending, timeout=self.timeouts.timeout(name))
             t_end = time.perf_counter()
             lost = self._split_losses(name, done)

@@ -66,14 +66,10 @@ class Engine(abc.ABC):
     def submit(self, worker: int, method: str, *args):
         """Start ``WorkerCore.method(*args)`` on ``worker``; return a pending handle."""
 
-    def submit_many(self, calls: list, repeat_key=None) -> list:
-        """``[submit(*c) for c in calls]``, each ``c`` being ``(worker, method, *args)``.
-
-        ``repeat_key`` names a kind of call the caller repeats many times (a step):
-        an engine may set up a faster channel for those (the Ray engine, with
-        ``SHARDLEARN_RAY_COMPILED=1``, compiles a graph once one has come often
-        enough). The results are the same.
-        """
+    def submit_many(self, calls: list) -> list:
+        """``[submit(*c) for c in calls]``, each ``c`` being ``(worker, method, *args)``:
+        the coordinator's steps. An engine may send these another way than ``submit``
+        (the Ray engine: over a direct channel), with the same results."""
         return [self.submit(*c) for c in calls]
 
     @abc.abstractmethod

@@ -6,26 +6,18 @@ this process); with an address it joins an existing cluster.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
-from ...comm.accounting import payload_nbytes
 from ..errors import KernelError, WorkerLostError
 from ..worker import WorkerCore
+from . import direct_channel
 from .base import Completed, Engine
 
 ACTOR_START_TIMEOUT_S = 120.0
-#: Calls of one kind (``repeat_key``) before the engine compiles a graph for them.
-COMPILED_AFTER_CALLS = 8
-#: A kind of call whose last results were larger than this (per worker) goes back
-#: to actor tasks: the object store moves large arrays faster than graph channels
-#: (tens of MB: measured 2-3x slower through the graph).
-COMPILED_MAX_RESULT_BYTES = 4 * 2**20
-#: Set to "1" to send repeated calls through a compiled graph (off by default: its
-#: channels busy-poll, which on a 2-core machine costs the workers as much CPU as
-#: the shorter round trips save; see ``submit_many``).
-COMPILED_ENV = "SHARDLEARN_RAY_COMPILED"
+#: Set to "0" to send the coordinator's steps as actor tasks instead of over the
+#: direct channel (see ``submit_many``).
+CHANNEL_ENV = "SHARDLEARN_RAY_CHANNEL"
 #: How long to wait for CPUs that killed actors are still releasing.
 RESOURCE_WAIT_S = 10.0
 
@@ -73,17 +65,22 @@ class _ActorBody:
         self.core = WorkerCore(worker_id)
         self._lock = threading.Lock()
         self._last = None      # (call id, outcome) of the last numbered call
+        self._channel = None
 
     def call(self, method: str, *args):
         return getattr(self.core, method)(*args)
 
-    # Numbered calls: the compiled graph runs them on a background thread; if the
-    # graph breaks, ``collect`` fetches the outcome of a call that already ran
-    # instead of running it twice (kernels change per-shard state).
-    def call_compiled(self, payload):
-        call_id, method, args = payload
-        return self._run_once(call_id, method, args)
+    def open_channel(self, secret: bytes) -> tuple:
+        """Start (once) this actor's end of the direct channel; its address."""
+        import ray
 
+        if self._channel is None:
+            self._channel = direct_channel.ChannelServer(self._run_once, secret)
+        return self._channel.start(ray.util.get_node_ip_address())
+
+    # Numbered calls: the channel's thread runs them; if the channel breaks,
+    # ``collect`` fetches the outcome of a call that already ran instead of
+    # running it twice (kernels change per-shard state).
     def collect(self, call_id: int, method: str, *args):
         kind, value = self._run_once(call_id, method, args)
         if kind == "error":
@@ -165,85 +162,62 @@ class RayEngine(Engine):
             raise RuntimeError(f"Ray workers did not start within {ACTOR_START_TIMEOUT_S:.0f} s: {exc}") from exc
         #: Every actor process this engine started, replacements included (leak checks).
         self.all_pids = list(self.pids)
-        self._compiled = None          # the compiled graph over self.actors, once built
-        self._stale: list = []         # graphs with a call still running (see gather)
-        self._compiled_off = os.environ.get(COMPILED_ENV, "0") != "1"
-        self._repeats: dict = {}
-        self._result_bytes: dict = {}  # repeat_key -> largest result of its last call
-        self._current_key = None
+        self._channel_off = os.environ.get(CHANNEL_ENV, "1") == "0"
+        self._secret = direct_channel.new_secret()
+        self._channels: list = [None] * self.n_workers
         self._call_id = 0
-        #: Calls sent through the compiled graph (observability, tests).
-        self.compiled_calls = 0
+        #: Calls sent over the direct channel (observability, tests).
+        self.channel_calls = 0
 
     def submit(self, worker, method, *args):
         return worker, self.actors[worker].call.remote(method, *args)
 
-    def submit_many(self, calls, repeat_key=None):
-        """With ``SHARDLEARN_RAY_COMPILED=1``, calls to every worker at once, of a kind
-        seen often, go through a compiled graph: shared-memory channels instead of an
-        actor task each. Measured on a 2-core VM with Ray 2.60, two workers: 0.35 ms
-        a round trip instead of 3.4 ms, 1.6 ms instead of 7.3 ms with 2.8 MB back from
-        each. But the channels busy-poll (the driver while it waits, an actor while
-        idle): there, boosting 400k x 28 on 2 workers took as long either way. Made
-        for nodes with cores to spare. Same values either way."""
-        if repeat_key is not None:
-            self._repeats[repeat_key] = self._repeats.get(repeat_key, 0) + 1
-        self._current_key = repeat_key
-        workers = [c[0] for c in calls]
-        if (self._compiled_off or repeat_key is None
-                or self._repeats[repeat_key] <= COMPILED_AFTER_CALLS
-                or self._result_bytes.get(repeat_key, 0) > COMPILED_MAX_RESULT_BYTES
-                or sorted(workers) != list(range(self.n_workers))
-                or not self._ensure_compiled()):
-            return [self.submit(*c) for c in calls]
-        self._call_id += 1
-        payloads = [None] * self.n_workers
-        for w, method, *args in calls:
-            payloads[w] = (self._call_id, method, args)
-        try:
-            refs = self._compiled.execute(*payloads)
-        except Exception:  # noqa: BLE001 - a broken graph: ordinary tasks, which report why
-            self._drop_compiled()
-            return [self._collect(w, self._call_id, method, args) for w, method, *args in calls]
-        self.compiled_calls += len(calls)
-        return [_CompiledCall(w, refs[w], self._call_id, method, args)
-                for w, method, *args in calls]
-
-    def _ensure_compiled(self) -> bool:
-        if self._stale:
-            return False
-        if self._compiled is None:
+    def submit_many(self, calls):
+        """Each call goes over the worker's direct channel (see :mod:`.direct_channel`):
+        measured on a 2-core VM with Ray 2.60, two workers, a round trip of 0.15 ms
+        instead of 2 ms as actor tasks. A call with an object-store handle among its
+        arguments, or to a worker whose channel cannot open, is an actor task.
+        Same values either way."""
+        pending = []
+        for worker, method, *args in calls:
+            client = None if _holds_object_refs(self._ray, args) else self._channel(worker)
+            if client is None:
+                pending.append(self.submit(worker, method, *args))
+                continue
+            self._call_id += 1
             try:
-                from ray.dag import InputNode, MultiOutputNode
-
-                with InputNode() as inp:
-                    dag = MultiOutputNode([a.call_compiled.bind(inp[i])
-                                           for i, a in enumerate(self.actors)])
-                self._compiled = dag.experimental_compile()
-            except Exception:  # noqa: BLE001 - e.g. an older Ray: stay on actor tasks
-                self._compiled_off = True
-                return False
-        return True
-
-    def _drop_compiled(self) -> None:
-        graphs = self._stale + ([self._compiled] if self._compiled is not None else [])
-        self._stale, self._compiled = [], None
-        self._repeats.clear()          # a new graph only after the calls repeat again
-        for cg in graphs:
+                parts = direct_channel.encode(self._call_id, (method, tuple(args)))
+            except Exception:  # noqa: BLE001 - Ray's own pickling says what is wrong
+                pending.append(self.submit(worker, method, *args))
+                continue
+            call = _ChannelCall(worker, client, self._call_id, method, args)
             try:
-                cg.teardown()
-            except Exception:  # noqa: BLE001 - a dead actor's channels fail to close
-                pass
+                client.send(parts)
+            except OSError:
+                self._close_channel(worker)
+                pending.append(self._collect(worker, call.call_id, method, args))
+                continue
+            self.channel_calls += 1
+            pending.append(call)
+        return pending
 
-    @contextlib.contextmanager
-    def fit_scope(self):
-        """A fit's compiled graph ends with the fit: its channels busy-poll (the
-        driver while it waits, each actor while idle), which a finished fit must
-        not leave burning a core per worker."""
-        try:
-            yield
-        finally:
-            self._drop_compiled()
+    def _channel(self, worker: int):
+        """The worker's channel, opened on first use; None when off or it cannot open."""
+        if self._channel_off:
+            return None
+        if self._channels[worker] is None:
+            try:
+                address = self._ray.get(self.actors[worker].open_channel.remote(self._secret),
+                                        timeout=ACTOR_START_TIMEOUT_S)
+                self._channels[worker] = direct_channel.ChannelClient(address, self._secret)
+            except Exception:  # noqa: BLE001 - e.g. a firewall between nodes: actor tasks
+                return None
+        return self._channels[worker]
+
+    def _close_channel(self, worker: int) -> None:
+        client, self._channels[worker] = self._channels[worker], None
+        if client is not None:
+            client.close()
 
     def _collect(self, worker, call_id, method, args):
         return worker, self.actors[worker].collect.remote(call_id, method, *args)
@@ -261,7 +235,7 @@ class RayEngine(Engine):
             ray.kill(self.actors[worker], no_restart=True)
         except Exception:  # noqa: BLE001 - already dead
             pass
-        self._drop_compiled()      # after the kill: a hung actor cannot hold up teardown
+        self._close_channel(worker)
         self._bump_incarnation(worker)
         actor = self._remote_cls.remote(worker)
         try:
@@ -283,65 +257,48 @@ class RayEngine(Engine):
         return self._ray.put(value)
 
     def gather(self, pending, timeout=None):
-        done = self._gather(pending, timeout)
-        if self._current_key is not None and not self._compiled_off:
-            self._result_bytes[self._current_key] = max(
-                (payload_nbytes(c.value) for c in done if c.error is None), default=0)
-        self._current_key = None
-        return done
-
-    def _gather(self, pending, timeout):
-        compiled = [p for p in pending if isinstance(p, _CompiledCall)]
-        if not compiled:
-            return self._gather_tasks(pending, timeout)
-        assert len(compiled) == len(pending), "submit_many sends a batch one way"
-        ray = self._ray
         deadline = None if timeout is None else time.perf_counter() + timeout
-        out, retry, timed_out = {}, [], False
-        for p in compiled:
-            if timed_out:
-                # Once one output timed out the graph's later outputs cannot be read:
-                # ask those workers for their outcome over ordinary tasks.
-                retry.append(p)
-                continue
-            # Always a timeout: without one a graph's get gives up after
-            # RAY_CGRAPH_get_timeout (10 s), and long kernels are fine.
-            left = 1e7 if deadline is None else max(0.0, deadline - time.perf_counter())
-            try:
-                kind, value = ray.get(p.ref, timeout=left)
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayChannelTimeoutError):
-                out[p.worker] = Completed(p.worker, error=TimeoutError(
-                    f"no answer within {timeout} s"))
-                timed_out = True
-                continue
-            except Exception:  # noqa: BLE001 - the graph broke (e.g. an actor died)
-                retry.append(p)
-                continue
-            now = time.perf_counter()
-            value = _owned(value)
-            out[p.worker] = (Completed(p.worker, value, None, now) if kind == "ok"
-                             else Completed(p.worker, error=value, done_at=now))
-        if timed_out:
-            self._forget_compiled()      # torn down once the hung worker is killed
-        elif retry:
-            self._drop_compiled()
+        out = {}
+        channel = [p for p in pending if isinstance(p, _ChannelCall)]
+        tasks = [p for p in pending if not isinstance(p, _ChannelCall)]
+        retry = []
+        if channel:
+            out, retry = self._gather_channel(channel, deadline, timeout)
         if retry:
             # Ordinary tasks tell a dead worker from a live one, and a live one hands
             # back the outcome of the call it already ran (or runs it now).
-            left = None if deadline is None else max(1.0, deadline - time.perf_counter())
-            again = self._gather_tasks([self._collect(p.worker, p.call_id, p.method, p.args)
-                                        for p in retry], left)
-            out.update((c.worker, c) for c in again)
-        return [out[p.worker] for p in pending]
+            tasks += [self._collect(p.worker, p.call_id, p.method, p.args) for p in retry]
+        if tasks:
+            left = None if deadline is None else max(1.0 if retry else 0.0,
+                                                     deadline - time.perf_counter())
+            out.update((c.worker, c) for c in self._gather_tasks(tasks, left))
+        return [out[p[0] if isinstance(p, tuple) else p.worker] for p in pending]
 
-    def _forget_compiled(self) -> None:
-        # A call is still running in the graph (hung or slow): tear it down only once
-        # that worker has been killed (replace_worker), or teardown would wait for it;
-        # until then no new graph (an actor is in one graph at a time).
-        if self._compiled is not None:
-            self._stale.append(self._compiled)
-        self._compiled = None
-        self._repeats.clear()
+    def _gather_channel(self, calls, deadline, timeout):
+        out, retry = {}, []
+        waiting = {p.client.fileno(): p for p in calls}
+        while waiting:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            ready = direct_channel.readable([p.client for p in waiting.values()], left)
+            if not ready:
+                break
+            for client in ready:
+                p = waiting.pop(client.fileno())
+                try:
+                    kind, value = client.read(p.call_id, None if left is None else max(left, 30.0))
+                except Exception:  # noqa: BLE001 - a broken channel (e.g. the actor died)
+                    self._close_channel(p.worker)
+                    retry.append(p)
+                    continue
+                now = time.perf_counter()
+                out[p.worker] = (Completed(p.worker, value, None, now) if kind == "ok"
+                                 else Completed(p.worker, error=value, done_at=now))
+        for p in waiting.values():
+            # Its reply may still come: closing the channel keeps it from being read
+            # as the reply to a later call.
+            self._close_channel(p.worker)
+            out[p.worker] = Completed(p.worker, error=TimeoutError(f"no answer within {timeout} s"))
+        return out, retry
 
     def _gather_tasks(self, pending, timeout):
         ray = self._ray
@@ -378,7 +335,8 @@ class RayEngine(Engine):
                 self._ray.kill(a)
             except Exception:  # noqa: BLE001 - already dead is fine
                 pass
-        self._drop_compiled()      # after the kills: a hung actor cannot hold it up
+        for w in range(len(getattr(self, "_channels", []))):
+            self._close_channel(w)
         self.actors = []
         self._shutdown_ray()
 
@@ -394,28 +352,26 @@ class RayEngine(Engine):
         return d
 
 
-def _owned(value):
-    """``value`` with every array copied out of the graph's channel buffer: a reader
-    still holding a view would keep the writer from the next call."""
-    import numpy as np
-
-    if isinstance(value, np.ndarray):
-        return value.copy()
-    if isinstance(value, (list, tuple)):
-        return type(value)(_owned(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _owned(v) for k, v in value.items()}
-    return value
+def _holds_object_refs(ray, args) -> bool:
+    """Whether an object-store handle is among ``args`` (a channel frame cannot carry one)."""
+    for a in args:
+        if isinstance(a, ray.ObjectRef):
+            return True
+        if isinstance(a, (list, tuple)) and _holds_object_refs(ray, a):
+            return True
+        if isinstance(a, dict) and _holds_object_refs(ray, a.values()):
+            return True
+    return False
 
 
-class _CompiledCall:
-    """A call in flight through the compiled graph: enough to ask for it again."""
+class _ChannelCall:
+    """A call in flight over a direct channel: enough to ask for it again."""
 
-    __slots__ = ("worker", "ref", "call_id", "method", "args")
+    __slots__ = ("worker", "client", "call_id", "method", "args")
 
-    def __init__(self, worker, ref, call_id, method, args):
-        self.worker, self.ref, self.call_id, self.method, self.args = (
-            worker, ref, call_id, method, args)
+    def __init__(self, worker, client, call_id, method, args):
+        self.worker, self.client, self.call_id, self.method, self.args = (
+            worker, client, call_id, method, args)
 
 
 __all__ = ["RayEngine", "KernelError"]

@@ -1,0 +1,184 @@
+"""A direct socket from the driver to each Ray actor, for the coordinator's steps.
+
+An actor task costs about 2 ms on a 2-core VM (Ray 2.60) before any work, and a
+step of a tree fit is a few ms of work: 600 of them spent more time in Ray than
+in the kernels. Over this channel the same call costs about 0.15 ms: one TCP
+connection per worker, served by a thread in the actor, with blocking reads at
+both ends (nothing polls) and frames of pickle protocol 5 whose arrays travel as
+out-of-band buffers, without a copy in user space.
+
+Ray still starts, places, kills and replaces the actors, and carries everything
+else (broadcasts, fault injection, a call's outcome after a broken channel).
+
+Only a driver that knows the engine's secret can use an actor's channel: the
+actor sends a random challenge and the driver answers with its HMAC. The secret
+itself travels once, over Ray. Frames are pickles, like Ray's own traffic, and
+like it are not encrypted: keep the cluster's network private.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import pickle
+import secrets
+import select
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+_HEAD = struct.Struct("<QQI")        # call id, main pickle length, number of buffers
+_CHALLENGE_BYTES = 32
+#: How long a connecting driver has to answer the challenge.
+HANDSHAKE_TIMEOUT_S = 30.0
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(32)
+
+
+def _digest(secret: bytes, challenge: bytes) -> bytes:
+    return hmac.new(secret, challenge, hashlib.sha256).digest()
+
+
+def _dumps(obj) -> tuple[bytes, list]:
+    from ray import cloudpickle  # as Ray does: functions of __main__ travel by value
+
+    buffers: list = []
+    main = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    return main, [b.raw() for b in buffers]
+
+
+def encode(call_id: int, obj) -> list:
+    """The frame of ``obj`` as byte strings and buffers to send in order. Pickled
+    before anything is sent, so a pickling error leaves the stream clean."""
+    main, raws = _dumps(obj)
+    head = _HEAD.pack(call_id, len(main), len(raws))
+    sizes = struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
+    return [head + sizes + main, *raws]
+
+
+def send_parts(sock: socket.socket, parts: list) -> None:
+    for p in parts:
+        sock.sendall(p)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            raise ConnectionError("the other end closed the channel")
+        got += k
+    return buf
+
+
+def recv_frame(sock: socket.socket) -> tuple[int, object]:
+    """``(call id, object)`` of the next frame; arrays come back over owned, writable buffers."""
+    call_id, main_len, n_buffers = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
+    sizes = struct.unpack(f"<{n_buffers}Q", _recv_exact(sock, 8 * n_buffers)) if n_buffers else ()
+    main = _recv_exact(sock, main_len)
+    buffers = [_recv_exact(sock, n) for n in sizes]
+    return call_id, pickle.loads(main, buffers=buffers)
+
+
+class ChannelServer:
+    """The actor's end: accepts connections and answers each request ``(method, args)``
+    with ``run(call_id, method, args)``, which returns ``("ok", value)`` or
+    ``("error", exception)``."""
+
+    def __init__(self, run: Callable[[int, str, tuple], tuple], secret: bytes):
+        self._run = run
+        self._secret = secret
+        self._listener: socket.socket | None = None
+        self.address: tuple | None = None
+
+    def start(self, host: str) -> tuple:
+        if self._listener is None:
+            self._listener = socket.create_server((host, 0))
+            self.address = self._listener.getsockname()[:2]
+            threading.Thread(target=self._accept_loop, name="shardlearn-channel",
+                             daemon=True).start()
+        return self.address
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            # A connection of its own thread: a driver that reconnects after a call
+            # timed out is heard even while that call still runs.
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(HANDSHAKE_TIMEOUT_S)
+            challenge = secrets.token_bytes(_CHALLENGE_BYTES)
+            conn.sendall(challenge)
+            answer = _recv_exact(conn, len(_digest(b"", b"")))
+            if not hmac.compare_digest(bytes(answer), _digest(self._secret, challenge)):
+                return
+            conn.settimeout(None)
+            while True:
+                call_id, (method, args) = recv_frame(conn)
+                outcome = self._run(call_id, method, args)
+                try:
+                    parts = encode(call_id, outcome)
+                except Exception as exc:  # noqa: BLE001 - any pickling failure
+                    parts = encode(call_id, ("error", RuntimeError(
+                        f"the outcome of {method!r} could not be pickled: {exc!r}")))
+                send_parts(conn, parts)
+        except (OSError, EOFError, ConnectionError):
+            pass            # the driver went away or gave up on a call: nothing to answer
+        finally:
+            conn.close()
+
+
+class ChannelClient:
+    """The driver's end of one actor's channel."""
+
+    def __init__(self, address: tuple, secret: bytes, timeout: float = HANDSHAKE_TIMEOUT_S):
+        self.sock = socket.create_connection(tuple(address), timeout=timeout)
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            challenge = _recv_exact(self.sock, _CHALLENGE_BYTES)
+            self.sock.sendall(_digest(secret, bytes(challenge)))
+            self.sock.settimeout(None)
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def send(self, parts: list) -> None:
+        """Send a request made by ``encode(call_id, (method, args))``."""
+        send_parts(self.sock, parts)
+
+    def read(self, call_id: int, timeout: float | None):
+        """The reply to ``call_id``: a reply that has begun arrives in full within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            got, outcome = recv_frame(self.sock)
+        finally:
+            self.sock.settimeout(None)
+        if got != call_id:
+            raise ConnectionError(f"reply to call {got} where {call_id} was expected")
+        return outcome
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def readable(clients: list, timeout: float | None) -> list:
+    """The clients with a reply waiting (empty after ``timeout`` seconds)."""
+    ready, _, _ = select.select(clients, [], [], timeout)
+    return ready

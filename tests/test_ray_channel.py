@@ -1,0 +1,254 @@
+"""The Ray engine's direct channel: the coordinator's steps travel over it with the
+same answers as on actor tasks, and a killed, hung or failing worker is handled as
+there. The channel's framing and handshake are tested without Ray at the end."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+import shardlearn
+from shardlearn.data import Dataset
+from shardlearn.runtime import Coordinator, FaultSpec
+from shardlearn.runtime.engines import direct_channel, ray_engine
+from shardlearn.testing import inject_faults, session
+
+N_STEPS = 12
+
+
+def remember_column_sums(shard, state):
+    state["sums"] = shard.X.sum(axis=0)
+    state["rows"] = shard.n_rows
+    return shard.n_rows
+
+
+def scaled_sums(shard, state, k):
+    # Changes per-shard state too: a call run twice would show in the answers.
+    state["calls"] = state.get("calls", 0) + 1
+    return state["sums"] * k + state["rows"] + state["calls"]
+
+
+def fails_at_seven(shard, state, k):
+    if k == 7:
+        raise ValueError("boom at seven")
+    return shard.n_rows
+
+
+def _data():
+    X = np.random.default_rng(3).normal(size=(4000, 3))
+    return Dataset.from_arrays(X, n_shards=6)
+
+
+def _run():
+    with Coordinator(_data()) as c:
+        rows = c.map(remember_column_sums, restore=True)
+        out = [c.map(scaled_sums, float(k), restore=True) for k in range(N_STEPS)]
+        return rows, out, c.report
+
+
+def _reference():
+    with session("local", n_workers=1):
+        return _run()
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for xs, ys in zip(a, b) for x, y in zip(xs, ys))
+
+
+@pytest.mark.timeout(240)
+def test_steps_go_over_the_channel_with_the_same_answers(ray_cluster):
+    ref_rows, ref_out, _ = _reference()
+    with session("ray", n_workers=2) as s:
+        rows, out, _ = _run()
+        assert s.engine.channel_calls >= 2 * (N_STEPS + 1)
+    assert rows == ref_rows and _same(out, ref_out)
+
+
+@pytest.mark.timeout(240)
+def test_channel_off_sends_actor_tasks_with_the_same_answers(ray_cluster, monkeypatch):
+    ref_rows, ref_out, _ = _reference()
+    monkeypatch.setenv(ray_engine.CHANNEL_ENV, "0")
+    with session("ray", n_workers=2) as s:
+        rows, out, _ = _run()
+        assert s.engine.channel_calls == 0
+    assert rows == ref_rows and _same(out, ref_out)
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_during_a_channel_call_recovers_the_same_answers(ray_cluster):
+    ref_rows, ref_out, _ = _reference()
+    with session("ray", n_workers=2) as s:
+        pid = s.engine.pids[1]
+        with inject_faults(FaultSpec(1, "kill", step="scaled_sums", call=5)):
+            rows, out, report = _run()
+        assert s.engine.pids[1] != pid
+        before = s.engine.channel_calls
+        _run()
+        assert s.engine.channel_calls >= before + 2 * (N_STEPS + 1)   # the new actor's too
+    assert report.failures_recovered == 1
+    # The surviving worker had run the call already: it must not run it twice.
+    assert rows == ref_rows and _same(out, ref_out)
+
+
+@pytest.mark.timeout(240)
+def test_hung_worker_in_a_channel_call_is_replaced(ray_cluster):
+    # The hung call's late reply must not be taken for a later call's.
+    ref_rows, ref_out, _ = _reference()
+    with session("ray", n_workers=2, step_timeout=3.0) as s:
+        with inject_faults(FaultSpec(0, "hang", step="scaled_sums", call=5)):
+            rows, out, report = _run()
+        assert s.engine.channel_calls > 0
+    assert report.failures_recovered == 1
+    assert rows == ref_rows and _same(out, ref_out)
+
+
+@pytest.mark.timeout(240)
+def test_kernel_error_in_a_channel_call_is_the_kernel_error(ray_cluster):
+    with session("ray", n_workers=2) as s:
+        with Coordinator(_data()) as c:
+            for k in range(7):
+                c.map(fails_at_seven, k)
+            assert s.engine.channel_calls > 0
+            with pytest.raises(shardlearn.runtime.KernelError, match="boom at seven"):
+                c.map(fails_at_seven, 7)
+            assert c.failures == 0
+            assert sum(c.map(fails_at_seven, 9)) == 4000      # the channel still works
+
+
+def big_result(shard, state, n):
+    return np.arange(n, dtype=np.float64) + shard.n_rows
+
+
+def wide_argument(shard, state, w):
+    return float(w.sum()) + shard.n_rows
+
+
+@pytest.mark.timeout(240)
+def test_large_results_and_broadcast_arguments(ray_cluster):
+    n = 3_000_000                         # 24 MB per shard result
+    w = np.linspace(0.0, 1.0, 2_000_000)  # past the broadcast threshold: an object-store handle
+    with session("ray", n_workers=2) as s:
+        with Coordinator(_data()) as c:
+            rows = c.map(remember_column_sums)
+            before = s.engine.channel_calls
+            out = c.map(big_result, n)
+            assert s.engine.channel_calls == before + 2
+            assert all(o.shape == (n,) and o.flags.writeable for o in out)
+            assert all(np.array_equal(o, np.arange(n, dtype=np.float64) + r) for o, r in zip(out, rows))
+            got = c.map(wide_argument, w)
+            assert s.engine.channel_calls == before + 2       # that one went as actor tasks
+            assert got == [float(w.sum()) + r for r in rows]
+
+
+@pytest.mark.timeout(240)
+def test_a_closure_kernel_travels_by_value(ray_cluster):
+    offset = 17.0
+
+    def plus_offset(shard, state):
+        return shard.n_rows + offset
+
+    with session("ray", n_workers=2) as s:
+        with Coordinator(_data()) as c:
+            out = c.map(plus_offset)
+            assert s.engine.channel_calls > 0
+    assert out == [sh.n_rows + offset for sh in _data().shards]
+
+
+@pytest.mark.timeout(240)
+def test_a_connection_without_the_secret_gets_nothing(ray_cluster):
+    import ray
+
+    with session("ray", n_workers=2) as s:
+        with Coordinator(_data()) as c:
+            c.map(remember_column_sums)
+            address = ray.get(s.engine.actors[0].open_channel.remote(b"ignored: already open"))
+            with pytest.raises(ConnectionError):
+                direct_channel.ChannelClient(address, b"a wrong secret").read(1, timeout=10)
+            assert sum(c.map(fails_at_seven, 1)) == 4000      # the engine's channel is fine
+
+
+# -- the channel without Ray ----------------------------------------------------------
+
+def _serve(run, secret=b"s" * 32):
+    server = direct_channel.ChannelServer(run, secret)
+    return server.start("127.0.0.1"), secret
+
+
+def _echo(call_id, method, args):
+    if method == "fail":
+        return "error", ValueError(f"failed call {call_id}")
+    if method == "unpicklable":
+        return "ok", threading.Lock()
+    return "ok", (method, args)
+
+
+@pytest.mark.timeout(60)
+def test_frames_carry_arrays_and_errors_exactly():
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret)
+    arrays = (np.arange(12, dtype=np.int32).reshape(3, 4), np.linspace(0, 1, 100_001)[::2],
+              np.zeros((0, 5)), np.array(["a", "bc"]))
+    client.send(direct_channel.encode(1, ("echo", arrays)))
+    kind, (method, got) = client.read(1, timeout=10)
+    assert kind == "ok" and method == "echo"
+    for a, b in zip(arrays, got):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    assert got[0].flags.writeable                       # an owned buffer, not a view
+    client.send(direct_channel.encode(2, ("fail", ())))
+    kind, err = client.read(2, timeout=10)
+    assert kind == "error" and isinstance(err, ValueError) and "failed call 2" in str(err)
+    client.send(direct_channel.encode(3, ("unpicklable", ())))
+    kind, err = client.read(3, timeout=10)
+    assert kind == "error" and "could not be pickled" in str(err)
+    client.send(direct_channel.encode(4, ("echo", ())))  # the stream is still in step
+    assert client.read(4, timeout=10) == ("ok", ("echo", ()))
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_to_another_call_is_refused():
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret)
+    client.send(direct_channel.encode(7, ("echo", ())))
+    with pytest.raises(ConnectionError, match="call 7 where 8"):
+        client.read(8, timeout=10)
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_wrong_secret_is_refused_before_any_call_runs():
+    ran = []
+
+    def run(call_id, method, args):
+        ran.append(call_id)
+        return "ok", None
+
+    address, secret = _serve(run)
+    bad = direct_channel.ChannelClient(address, b"x" * 32)
+    bad.send(direct_channel.encode(1, ("anything", ())))
+    with pytest.raises((ConnectionError, OSError)):
+        bad.read(1, timeout=10)
+    assert ran == []
+    good = direct_channel.ChannelClient(address, secret)
+    good.send(direct_channel.encode(2, ("anything", ())))
+    assert good.read(2, timeout=10) == ("ok", None) and ran == [2]
+
+
+@pytest.mark.timeout(60)
+def test_a_silent_server_times_out_a_read():
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def challenge_then_silence():
+        conn, _ = listener.accept()
+        held.append(conn)                  # kept open: no reply, no EOF
+        conn.sendall(b"c" * 32)
+
+    threading.Thread(target=challenge_then_silence, daemon=True).start()
+    client = direct_channel.ChannelClient(listener.getsockname()[:2], b"s" * 32)
+    assert direct_channel.readable([client], 0.2) == []
+    with pytest.raises(TimeoutError):
+        client.read(1, timeout=0.2)
