@@ -162,3 +162,53 @@ def test_whole_number_class_histograms_in_float32_give_the_float64_forest(
     weighted = RandomForestClassifier(n_estimators=2, max_depth=4, random_state=0,
                                       parallel=parallel).fit(X, y, sample_weight=sw)
     assert weighted.fit_report_.extra["hist_dtype"] == "float64"
+
+
+def test_narrow_if_exact_keeps_every_bit_or_keeps_the_array():
+    from shardlearn.algorithms.tree.exact import narrow_if_exact
+
+    rng = np.random.default_rng(5)
+    q = 2.0 ** -17
+    exact = rng.integers(-(2 ** 23), 2 ** 23, size=(3, 4, 256, 3)).astype(np.float64) * q
+    exact[0, 0, 0, 0] = -0.0
+    small = narrow_if_exact(exact)
+    assert small.dtype == np.float32 and small.shape == exact.shape
+    wide = small.astype(np.float64)
+    assert np.array_equal(wide.view(np.int64), exact.view(np.int64))    # bit for bit, -0.0 too
+    one_too_fine = exact.copy()
+    one_too_fine[2, 3, 255, 2] = (2 ** 24 + 1) * q                       # 25 significant bits
+    assert narrow_if_exact(one_too_fine) is one_too_fine
+    assert narrow_if_exact(exact[:, :, ::2]) is not None                 # strided: kept as is
+    assert narrow_if_exact(exact[:, :, ::2]).dtype == np.float64
+
+
+def test_histograms_narrowed_on_the_wire_give_the_same_boosted_model(local_session, monkeypatch):
+    # Engines whose results cross processes get float32 histograms where that is
+    # exact: the same trees bit for bit, and fewer bytes moved.
+    from shardlearn.ensemble import GradientBoostingClassifier
+    from shardlearn.runtime.engines.local import LocalEngine
+    from shardlearn.testing import assert_same_forest
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(6000, 5))
+    X[::17, 1] = np.nan
+    y = (X[:, 0] - X[:, 2] ** 2 + 0.5 * rng.normal(size=6000) > -0.5).astype(int)
+    est = GradientBoostingClassifier(n_estimators=8, max_depth=4, random_state=0)
+    wide = est.fit(X, y)
+    monkeypatch.setattr(LocalEngine, "moves_results", True, raising=False)
+    narrow = GradientBoostingClassifier(**est.get_params()).fit(X, y)
+    assert_same_forest(wide.forest_, narrow.forest_)
+    np.testing.assert_array_equal(wide.predict_proba(X), narrow.predict_proba(X))
+    assert narrow.fit_report_.bytes_moved < 0.9 * wide.fit_report_.bytes_moved
+
+
+def test_narrow_parts_are_summed_in_float64():
+    from shardlearn.algorithms.tree.grower import _sum_parts
+
+    a = np.full((2, 3), 2.0 ** 24, dtype=np.float32)
+    b = np.full((2, 3), 1.0, dtype=np.float32)               # 2**24 + 1: not a float32
+    out = np.empty((2, 3))
+    _sum_parts([a, b], out=out)
+    assert np.all(out == 2.0 ** 24 + 1)
+    assert np.all(_sum_parts([a, b], dtype="float64") == 2.0 ** 24 + 1)
+    assert np.all(_sum_parts([a, b, b], dtype="float64") == 2.0 ** 24 + 2)

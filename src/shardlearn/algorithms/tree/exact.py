@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 
 def grid(max_abs_value: float, n_terms: float) -> float:
@@ -46,3 +47,27 @@ def grid(max_abs_value: float, n_terms: float) -> float:
 def snap(values: np.ndarray, q: float) -> np.ndarray:
     """``values`` rounded to the nearest multiple of ``q`` (exact scaling: q is 2**k)."""
     return np.round(np.asarray(values, dtype=np.float64) / q) * q
+
+
+@njit(nogil=True, cache=True)
+def _to_float32(a, out):
+    inexact = False
+    for i in range(a.shape[0]):
+        f = np.float32(a[i])
+        out[i] = f
+        inexact |= np.float64(f) != a[i]
+    return not inexact
+
+
+def narrow_if_exact(hist: np.ndarray) -> np.ndarray:
+    """``hist`` as float32 if every value survives the round trip exactly, else itself.
+
+    Histograms of nodes with a few thousand rows are integers times the grid below
+    2**24 times it: float32 holds them, and widening gives back the same float64
+    bits. Half the bytes to send, the same model. Checked per array, not assumed:
+    one value too large keeps the whole array in float64.
+    """
+    if hist.dtype != np.float64 or not hist.flags.c_contiguous:
+        return hist
+    out = np.empty(hist.shape, np.float32)
+    return out if _to_float32(hist.reshape(-1), out.reshape(-1)) else hist

@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._packed_hist import FoldCarry
+from .exact import narrow_if_exact
 from .splitting import (
     CAT_WORDS,
     BestSplits,
@@ -563,13 +564,14 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
 
 
 def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, root, prologue,
-                      feats=None, dtype="float64"):
+                      feats=None, dtype="float64", narrow=False):
     """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
 
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
-    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry)`` or None;
-    :func:`_finish_level` ends it (the worker sends the first three). The sums are
-    exact (.exact), so how shards are grouped on workers does not matter.
+    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow)`` or
+    None; :func:`_finish_level` ends it (the worker sends the first three, the
+    histograms in float32 if ``narrow`` and that is exact). The sums are exact
+    (.exact), so how shards are grouped on workers does not matter.
     """
     n_slots = int(slots.max()) + 1 if slots.size else 0
     # Rows move to their children in the histogram pass itself, unless a prologue
@@ -586,22 +588,24 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     if root:
         state["pos"][:] = 0
     if acc is None:
-        acc = (None, None, [], FoldCarry())
-    hist, tot, extras, carry = acc
+        acc = (None, None, [], FoldCarry(), narrow)
+    hist, tot, extras, carry, _ = acc
     extras.append(extra)
     if n_slots == 0:
-        return hist, tot, extras, carry
+        return acc
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
                        None if hist is None else (hist, tot), pending if fuse else None,
                        at_root=root, dtype=dtype, carry=carry)
-    return hist, tot, extras, carry
+    return hist, tot, extras, carry, narrow
 
 
 def _finish_level(acc):
     """The end of a worker's fold: the packed blocks its shards left, into its histograms."""
-    hist, tot, extras, carry = acc
+    hist, tot, extras, carry, narrow = acc
     if hist is not None:
         carry.finish(hist, tot)
+        if narrow:
+            hist = narrow_if_exact(hist)
     return hist, tot, extras
 
 
@@ -683,6 +687,9 @@ class DataParallel:
         self.B = n_bins
         self.C = n_channels
         self.hist_dtype = hist_dtype
+        # Where results cross processes, float64 histograms travel as float32 when
+        # that is exact (most nodes below the root: see exact.narrow_if_exact).
+        self.narrow = hist_dtype == "float64" and getattr(coord.engine, "moves_results", False)
         self.pending = None
         self._held = {}          # (tree, node) -> summed histogram of a frontier node
 
@@ -707,7 +714,8 @@ class DataParallel:
         # The split table goes as an argument: the coordinator sends a small one inline
         # and puts a large one in the object store once for all workers.
         out = self.coord.map(data_level_kernel, pending, slots, self.B, self.C, root, prologue,
-                             feats, self.hist_dtype, step="tree_level", restore=True, fold=True)
+                             feats, self.hist_dtype, self.narrow, step="tree_level",
+                             restore=True, fold=True)
         extra = [e for _, e in sorted((e for o in out for e in o[2]), key=lambda e: e[0])]
         parts = [o[0] for o in out]
         tot = _sum_parts([o[1] for o in out])
@@ -719,13 +727,13 @@ class DataParallel:
             # parts are summed straight into it, and the subtractions are done with
             # the search, on its threads (see _search_in_parallel).
             n = parts[0].shape[0]
-            hist = np.empty((n + len(derived),) + parts[0].shape[1:], dtype=parts[0].dtype)
+            hist = np.empty((n + len(derived),) + parts[0].shape[1:], dtype=self.hist_dtype)
             _sum_parts(parts, out=hist[:n])
             bidx = {node: i for i, node in enumerate(built)}
             siblings = (n, [self._held[p] for _, p, _ in derived],
                         [bidx[s] for _, _, s in derived])
         else:
-            hist = _sum_parts(parts)
+            hist = _sum_parts(parts, dtype=self.hist_dtype)
         order = built + [d[0] for d in derived]
         best = _search_in_parallel(hist, totals, self.params, fmask, feats, siblings)
         self._held = _hold(self._held, order, hist, keep)
@@ -801,21 +809,25 @@ class FeatureParallel:
                               restore=True)
 
 
-def _sum_parts(parts, out=None):
+def _sum_parts(parts, out=None, dtype=None):
     """Sum of per-worker histograms (exact: the order does not matter), into ``out``
-    if given."""
+    if given, else into a new array of ``dtype`` (default: the first part's); parts
+    may be narrower (exact.narrow_if_exact)."""
     if parts[0] is None:
         return None
     if out is not None:
         if len(parts) == 1:
             out[...] = parts[0]
         else:
-            np.add(parts[0], parts[1], out=out)
+            # dtype: two float32 parts must be added in float64, not added and then cast.
+            np.add(parts[0], parts[1], out=out, dtype=out.dtype)
         rest = parts[2:]
         acc = out
     else:
         acc = parts[0]
-        if not acc.flags.writeable:   # Ray hands back read-only views of its object store
+        if dtype is not None and acc.dtype != dtype:
+            acc = acc.astype(dtype)
+        elif not acc.flags.writeable:   # Ray hands back read-only views of its object store
             acc = acc.copy()
         rest = parts[1:]
     for p in rest:

@@ -22,6 +22,9 @@ class Engine(abc.ABC):
 
     name: str = "abstract"
     n_workers: int
+    #: Whether results cross a process boundary, so that their size costs time
+    #: (an algorithm may then send a compact form of the same values).
+    moves_results: bool = False
     #: Fault specs (tests only) installed into each worker an engine creates.
     fault_plan: tuple = ()
 

@@ -113,6 +113,7 @@ class _ActorBody:
 
 class RayEngine(Engine):
     name = "ray"
+    moves_results = True
 
     def __init__(self, n_workers: int | None = None, address: str | None = None,
                  worker_cpus: float = 1.0, ray_init_kwargs: dict | None = None):
