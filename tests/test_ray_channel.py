@@ -136,11 +136,18 @@ def test_large_results_and_broadcast_arguments(ray_cluster):
             before = s.engine.channel_calls
             out = c.map(big_result, n)
             assert s.engine.channel_calls == before + 2
-            assert all(o.shape == (n,) and o.flags.writeable for o in out)
+            assert s.engine.stored_replies == 2              # too large: through the store
+            assert all(o.shape == (n,) for o in out)
             assert all(np.array_equal(o, np.arange(n, dtype=np.float64) + r) for o, r in zip(out, rows))
             got = c.map(wide_argument, w)
             assert s.engine.channel_calls == before + 2       # that one went as actor tasks
             assert got == [float(w.sum()) + r for r in rows]
+            mid = c.map(big_result, 500_000)                  # 4 MB a shard, 12 a worker
+            assert s.engine.stored_replies == 4
+            small = c.map(big_result, 100_000)                # 0.8 MB a shard
+            assert s.engine.stored_replies == 4 and s.engine.channel_calls == before + 6
+            assert all(np.array_equal(o, np.arange(len(o), dtype=np.float64) + r)
+                       for o, r in zip(mid + small, rows + rows))
 
 
 @pytest.mark.timeout(240)
@@ -205,6 +212,18 @@ def test_frames_carry_arrays_and_errors_exactly():
     assert kind == "error" and "could not be pickled" in str(err)
     client.send(direct_channel.encode(4, ("echo", ())))  # the stream is still in step
     assert client.read(4, timeout=10) == ("ok", ("echo", ()))
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_over_the_size_limit_is_announced_not_sent():
+    server = direct_channel.ChannelServer(_echo, b"s" * 32, max_reply_bytes=1000)
+    client = direct_channel.ChannelClient(server.start("127.0.0.1"), b"s" * 32)
+    client.send(direct_channel.encode(1, ("echo", (np.zeros(100),))))     # 800 bytes
+    kind, (_, (arr,)) = client.read(1, timeout=10)
+    assert kind == "ok" and arr.shape == (100,)
+    client.send(direct_channel.encode(2, ("echo", (np.zeros(126),))))     # 1008 bytes
+    assert client.read(2, timeout=10) == (direct_channel.TOO_LARGE, 1008)
     client.close()
 
 

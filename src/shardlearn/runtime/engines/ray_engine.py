@@ -18,6 +18,12 @@ ACTOR_START_TIMEOUT_S = 120.0
 #: Set to "0" to send the coordinator's steps as actor tasks instead of over the
 #: direct channel (see ``submit_many``).
 CHANNEL_ENV = "SHARDLEARN_RAY_CHANNEL"
+#: Results with more array bytes than this come back through the object store (the
+#: channel says so and the driver collects them as a task). Measured on a 2-core
+#: VM, 2 workers: random-forest levels of 48 MB per worker, 1.85 s through the
+#: store vs 2.1 s over the channel; boosting levels of 0.2-2.8 MB, faster over
+#: the channel.
+CHANNEL_MAX_REPLY_BYTES = 8 << 20
 #: How long to wait for CPUs that killed actors are still releasing.
 RESOURCE_WAIT_S = 10.0
 
@@ -75,7 +81,8 @@ class _ActorBody:
         import ray
 
         if self._channel is None:
-            self._channel = direct_channel.ChannelServer(self._run_once, secret)
+            self._channel = direct_channel.ChannelServer(self._run_once, secret,
+                                                         CHANNEL_MAX_REPLY_BYTES)
         return self._channel.start(ray.util.get_node_ip_address())
 
     # Numbered calls: the channel's thread runs them; if the channel breaks,
@@ -167,8 +174,10 @@ class RayEngine(Engine):
         self._secret = direct_channel.new_secret()
         self._channels: list = [None] * self.n_workers
         self._call_id = 0
-        #: Calls sent over the direct channel (observability, tests).
+        #: Calls sent over the direct channel, and those of them answered through
+        #: the object store (too large: CHANNEL_MAX_REPLY_BYTES); observability, tests.
         self.channel_calls = 0
+        self.stored_replies = 0
 
     def submit(self, worker, method, *args):
         return worker, self.actors[worker].call.remote(method, *args)
@@ -290,6 +299,10 @@ class RayEngine(Engine):
                 except Exception:  # noqa: BLE001 - a broken channel (e.g. the actor died)
                     self._close_channel(p.worker)
                     retry.append(p)
+                    continue
+                if kind == direct_channel.TOO_LARGE:
+                    self.stored_replies += 1
+                    retry.append(p)       # the actor kept the outcome: collected as a task
                     continue
                 now = time.perf_counter()
                 out[p.worker] = (Completed(p.worker, value, None, now) if kind == "ok"
