@@ -18,9 +18,9 @@ pass to move them cost about 15% of the histogram work). Categorical splits are
 moved by :func:`._kernels.apply_splits` first; they are rare, and the plain
 threshold test keeps these loops short. The per-tree rows of every table are
 taken once per tree (2-D lookups in the row loop cost about 20%), and the common
-case of two value channels plus a count is written out by hand. The newer loops
-(:func:`_hist_rows`, the packed ones) index with unsigned integers and move rows
-without a branch per row (see :func:`._packed_hist.move_table`).
+case of two value channels plus a count is written out by hand. Every loop here
+indexes with unsigned integers and moves rows without a branch per row (see
+:func:`._packed_hist.move_table`).
 """
 
 from __future__ import annotations
@@ -174,7 +174,8 @@ def _hist_staged(Xb, vals, w, pos, slot, hist, totals, move, feature, split_bin,
 
     Rows of different nodes interleave in the shard, so building all nodes in one
     pass touches every node's histogram at random (several MB: L2 misses); one node
-    at a time keeps its histogram hot and costs a copy of the counted rows.
+    at a time keeps its histogram hot and costs a copy of the counted rows. The
+    additions of a node go in row order, whatever the move and index style.
     """
     n = pos.shape[1]
     n_feat = Xb.shape[1]
@@ -184,23 +185,27 @@ def _hist_staged(Xb, vals, w, pos, slot, hist, totals, move, feature, split_bin,
     w_t = w[0]
     slot_t = slot[0]
     pos_t = pos[0]
+    tab = (P.move_table(feature[0], split_bin[0], missing_left[0], left[0], right[0])
+           if move else np.zeros(0, np.int32))
     sl = np.empty(n, np.int32)
     start = np.zeros(S + 1, np.int64)
     for i in range(n):
-        node = pos_t[i]
+        iu = np.uint64(i)
+        node = np.uint64(pos_t[iu])
         if move:
-            f = feature[0, node]
+            o = node * np.uint64(8)
+            f = tab[o]
             if f >= 0:
-                b = Xb[i, f]
-                go_left = (missing_left[0, node] != 0) if b == 0 else (b <= split_bin[0, node])
-                node = left[0, node] if go_left else right[0, node]
-                pos_t[i] = node
+                b = np.int32(Xb[iu, np.uint64(f)])
+                go_right = (np.int32(b > tab[o + np.uint64(1)])
+                            | (np.int32(b == 0) & tab[o + np.uint64(2)]))
+                node = np.uint64(tab[o + np.uint64(3 + go_right)])
+                pos_t[iu] = np.int32(node)
         s = slot_t[node]
-        if w_t[i] == 0.0:
+        if w_t[iu] == 0.0:
             s = -1
-        sl[i] = s
-        if s >= 0:
-            start[s + 1] += 1
+        sl[iu] = s
+        start[np.uint64(s + 1)] += np.int64(s >= 0)
     for s in range(S):
         start[s + 1] += start[s]
     m = start[S]
@@ -208,43 +213,50 @@ def _hist_staged(Xb, vals, w, pos, slot, hist, totals, move, feature, split_bin,
     bv = np.empty((m, cv))
     fill = start[:S].copy()
     for i in range(n):
-        s = sl[i]
+        iu = np.uint64(i)
+        s = sl[iu]
         if s < 0:
             continue
-        j = fill[s]
-        fill[s] = j + 1
+        su = np.uint64(s)
+        j = np.uint64(fill[su])
+        fill[su] = j + np.uint64(1)
         for f in range(n_feat):
-            bx[j, f] = Xb[i, f]
-        wi = w_t[i]
+            bx[j, np.uint64(f)] = Xb[iu, np.uint64(f)]
+        wi = w_t[iu]
         for c in range(cv):
-            bv[j, c] = vals_t[i, c] * wi
+            bv[j, np.uint64(c)] = vals_t[iu, np.uint64(c)] * wi
     rowv = np.empty(C)
+    ub = np.uint64(B)
     for s in range(S):
         h = hist[s].reshape(Fh * B * C)
+        lo = np.uint64(start[s])
+        hi = np.uint64(start[s + 1])
         for c in range(cv):
             acc = 0.0
-            for j in range(start[s], start[s + 1]):
-                acc += bv[j, c]
+            for j in range(lo, hi):
+                acc += bv[np.uint64(j), np.uint64(c)]
             totals[s, c] += acc
         totals[s, cv] += start[s + 1] - start[s]
-        for j in range(start[s], start[s + 1]):
-            xj = bx[j]
+        for j in range(lo, hi):
+            ju = np.uint64(j)
             if C == 3:
-                g0 = bv[j, 0]
-                g1 = bv[j, 1]
+                g0 = bv[ju, 0]
+                g1 = bv[ju, 1]
                 for f in range(n_feat):
-                    o = (f * B + xj[f]) * 3
+                    fu = np.uint64(f)
+                    o = (fu * ub + np.uint64(bx[ju, fu])) * np.uint64(3)
                     h[o] += g0
-                    h[o + 1] += g1
-                    h[o + 2] += 1.0
+                    h[o + np.uint64(1)] += g1
+                    h[o + np.uint64(2)] += 1.0
             else:
                 for c in range(cv):
-                    rowv[c] = bv[j, c]
+                    rowv[c] = bv[ju, np.uint64(c)]
                 rowv[cv] = 1.0
                 for f in range(n_feat):
-                    o = (f * B + xj[f]) * C
+                    fu = np.uint64(f)
+                    o = (fu * ub + np.uint64(bx[ju, fu])) * np.uint64(C)
                     for c in range(C):
-                        h[o + c] += rowv[c]
+                        h[o + np.uint64(c)] += rowv[c]
 
 
 @njit(nogil=True, cache=True)
@@ -258,34 +270,37 @@ def _hist_root(Xb, vals, w, hist, totals):
     w_t = w[0]
     h = hist[0].reshape(Fh * B * C)
     rowv = np.empty(C)
+    ub = np.uint64(B)
     t0 = 0.0
     t1 = 0.0
     cnt = 0.0
     for i in range(n):
-        wi = w_t[i]
+        iu = np.uint64(i)
+        wi = w_t[iu]
         if wi == 0.0:
             continue
-        xi = Xb[i]
         cnt += 1.0
         if C == 3:
-            g0 = vals_t[i, 0] * wi
-            g1 = vals_t[i, 1] * wi
+            g0 = vals_t[iu, 0] * wi
+            g1 = vals_t[iu, 1] * wi
             t0 += g0
             t1 += g1
             for f in range(n_feat):
-                o = (f * B + xi[f]) * 3
+                fu = np.uint64(f)
+                o = (fu * ub + np.uint64(Xb[iu, fu])) * np.uint64(3)
                 h[o] += g0
-                h[o + 1] += g1
-                h[o + 2] += 1.0
+                h[o + np.uint64(1)] += g1
+                h[o + np.uint64(2)] += 1.0
         else:
             for c in range(cv):
-                rowv[c] = vals_t[i, c] * wi
+                rowv[c] = vals_t[iu, np.uint64(c)] * wi
                 totals[0, c] += rowv[c]
             rowv[cv] = 1.0
             for f in range(n_feat):
-                o = (f * B + xi[f]) * C
+                fu = np.uint64(f)
+                o = (fu * ub + np.uint64(Xb[iu, fu])) * np.uint64(C)
                 for c in range(C):
-                    h[o + c] += rowv[c]
+                    h[o + np.uint64(c)] += rowv[c]
     if C == 3:
         totals[0, 0] += t0
         totals[0, 1] += t1
