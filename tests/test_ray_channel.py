@@ -165,6 +165,25 @@ def test_a_closure_kernel_travels_by_value(ray_cluster):
 
 
 @pytest.mark.timeout(240)
+def test_a_channel_that_cannot_open_is_tried_once_per_worker(ray_cluster, monkeypatch):
+    # E.g. a firewall between nodes: every try could wait for a connection timeout.
+    ref_rows, ref_out, _ = _reference()
+    tries = []
+
+    class Unreachable:
+        def __init__(self, address, secret):
+            tries.append(address)
+            raise ConnectionRefusedError("no route")
+
+    monkeypatch.setattr(direct_channel, "ChannelClient", Unreachable)
+    with session("ray", n_workers=2) as s:
+        rows, out, _ = _run()
+        assert s.engine.channel_calls == 0 and len(tries) == 2
+        assert "actor tasks" in s.engine.describe()["transport"]
+    assert rows == ref_rows and _same(out, ref_out)
+
+
+@pytest.mark.timeout(240)
 def test_a_connection_without_the_secret_gets_nothing(ray_cluster):
     import ray
 

@@ -30,7 +30,8 @@ from collections.abc import Callable
 
 _HEAD = struct.Struct("<QQI")        # call id, main pickle length, number of buffers
 _CHALLENGE_BYTES = 32
-#: How long a connecting driver has to answer the challenge.
+#: How long a driver waits to connect to an actor, and then to answer its challenge.
+CONNECT_TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 30.0
 #: The reply sent instead of an outcome whose arrays exceed the server's
 #: ``max_reply_bytes``: the caller fetches it another way (see ChannelServer).
@@ -156,9 +157,10 @@ class ChannelServer:
 class ChannelClient:
     """The driver's end of one actor's channel."""
 
-    def __init__(self, address: tuple, secret: bytes, timeout: float = HANDSHAKE_TIMEOUT_S):
-        self.sock = socket.create_connection(tuple(address), timeout=timeout)
+    def __init__(self, address: tuple, secret: bytes):
+        self.sock = socket.create_connection(tuple(address), timeout=CONNECT_TIMEOUT_S)
         try:
+            self.sock.settimeout(HANDSHAKE_TIMEOUT_S)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             challenge = _recv_exact(self.sock, _CHALLENGE_BYTES)
             self.sock.sendall(_digest(secret, bytes(challenge)))

@@ -173,6 +173,9 @@ class RayEngine(Engine):
         self._channel_off = os.environ.get(CHANNEL_ENV, "1") == "0"
         self._secret = direct_channel.new_secret()
         self._channels: list = [None] * self.n_workers
+        # A worker whose channel failed to open is not asked again until replaced:
+        # each try can wait for a connection timeout.
+        self._no_channel = [False] * self.n_workers
         self._call_id = 0
         #: Calls sent over the direct channel, and those of them answered through
         #: the object store (too large: CHANNEL_MAX_REPLY_BYTES); observability, tests.
@@ -213,7 +216,7 @@ class RayEngine(Engine):
 
     def _channel(self, worker: int):
         """The worker's channel, opened on first use; None when off or it cannot open."""
-        if self._channel_off:
+        if self._channel_off or self._no_channel[worker]:
             return None
         if self._channels[worker] is None:
             try:
@@ -221,6 +224,7 @@ class RayEngine(Engine):
                                         timeout=ACTOR_START_TIMEOUT_S)
                 self._channels[worker] = direct_channel.ChannelClient(address, self._secret)
             except Exception:  # noqa: BLE001 - e.g. a firewall between nodes: actor tasks
+                self._no_channel[worker] = True
                 return None
         return self._channels[worker]
 
@@ -246,6 +250,7 @@ class RayEngine(Engine):
         except Exception:  # noqa: BLE001 - already dead
             pass
         self._close_channel(worker)
+        self._no_channel[worker] = False
         self._bump_incarnation(worker)
         actor = self._remote_cls.remote(worker)
         try:
@@ -363,6 +368,8 @@ class RayEngine(Engine):
         d = super().describe()
         d["address"] = self.address or "local (started here)" if self.started_ray else (self.address or "existing")
         d["ray_version"] = self._ray.__version__
+        d["transport"] = ("actor tasks" if self._channel_off
+                          else "direct channel (actor tasks for broadcasts and large results)")
         return d
 
 
