@@ -290,3 +290,67 @@ def test_a_silent_server_times_out_a_read():
     assert direct_channel.readable([client], 0.2) == []
     with pytest.raises(TimeoutError):
         client.read(1, timeout=0.2)
+
+
+@pytest.mark.timeout(60)
+def test_the_serving_thread_is_set_up_before_it_runs_calls():
+    # The actor limits OpenMP per thread there (its __init__ limit stays on its own thread).
+    seen = []
+
+    def run(call_id, method, args):
+        return "ok", threading.get_ident()
+
+    server = direct_channel.ChannelServer(run, b"s" * 32,
+                                          on_thread_start=lambda: seen.append(threading.get_ident()))
+    client = direct_channel.ChannelClient(server.start("127.0.0.1"), b"s" * 32)
+    client.send(direct_channel.encode(1, ("who", ())))
+    kind, ident = client.read(1, timeout=10)
+    assert seen == [ident] and ident != threading.get_ident()
+
+
+class _Core:
+    def __init__(self):
+        self.runs = 0
+
+    def exits(self):
+        self.runs += 1
+        raise SystemExit(3)
+
+    def slow(self, gate):
+        gate.wait(10)
+        return "slow done"
+
+    def quick(self):
+        return "quick done"
+
+
+def _actor_body():
+    body = object.__new__(ray_engine._ActorBody)      # without Ray and without __init__
+    body.core, body._lock, body._last, body._channel = _Core(), threading.Lock(), None, None
+    return body
+
+
+def test_a_call_that_ends_its_thread_is_not_run_again():
+    body = _actor_body()
+    with pytest.raises(SystemExit):
+        body._run_once(5, "exits", ())
+    kind, err = body._run_once(5, "exits", ())           # collect after the channel broke
+    assert kind == "error" and "ended the worker's thread" in str(err)
+    assert body.core.runs == 1
+
+
+def test_an_actor_task_waits_for_a_channel_call_still_running():
+    body = _actor_body()
+    gate, order = threading.Event(), []
+    t = threading.Thread(target=lambda: order.append(body._run_once(1, "slow", (gate,))[1]))
+    t.start()
+    while not body._lock.locked():
+        pass
+    quick = threading.Thread(target=lambda: order.append(body.call("quick")))
+    quick.start()
+    quick.join(0.3)
+    assert order == []                                   # held behind the running call
+    gate.set()
+    t.join(10)
+    quick.join(10)
+    assert order == ["slow done", "quick done"]

@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import pickle
 import secrets
-import select
+import selectors
 import socket
 import struct
 import threading
@@ -33,6 +33,11 @@ _CHALLENGE_BYTES = 32
 #: How long a driver waits to connect to an actor, and then to answer its challenge.
 CONNECT_TIMEOUT_S = 10.0
 HANDSHAKE_TIMEOUT_S = 30.0
+#: Longest silence inside a reply that has begun (a reply that stalls is broken).
+FRAME_TIMEOUT_S = 30.0
+#: TCP keepalive (where the platform has the options): a peer machine that is
+#: gone without closing its sockets shows as a broken channel in about 25 s.
+_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 #: The reply sent instead of an outcome whose arrays exceed the server's
 #: ``max_reply_bytes``: the caller fetches it another way (see ChannelServer).
 TOO_LARGE = "too large"
@@ -101,10 +106,11 @@ class ChannelServer:
     """
 
     def __init__(self, run: Callable[[int, str, tuple], tuple], secret: bytes,
-                 max_reply_bytes: int | None = None):
+                 max_reply_bytes: int | None = None, on_thread_start: Callable | None = None):
         self._run = run
         self._secret = secret
         self._max_reply_bytes = max_reply_bytes
+        self._on_thread_start = on_thread_start
         self._listener: socket.socket | None = None
         self.address: tuple | None = None
 
@@ -136,6 +142,8 @@ class ChannelServer:
             if not hmac.compare_digest(bytes(answer), _digest(self._secret, challenge)):
                 return
             conn.settimeout(None)
+            if self._on_thread_start is not None:
+                self._on_thread_start()
             while True:
                 call_id, (method, args) = recv_frame(conn)
                 outcome = self._run(call_id, method, args)
@@ -162,6 +170,10 @@ class ChannelClient:
         try:
             self.sock.settimeout(HANDSHAKE_TIMEOUT_S)
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in _KEEPALIVE:
+                if hasattr(socket, name):
+                    self.sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
             challenge = _recv_exact(self.sock, _CHALLENGE_BYTES)
             self.sock.sendall(_digest(secret, bytes(challenge)))
             self.sock.settimeout(None)
@@ -194,7 +206,15 @@ class ChannelClient:
             pass
 
 
+# poll where the platform has it: no descriptor limit, and no epoll instance to
+# create and close on every wait.
+_Selector = getattr(selectors, "PollSelector", selectors.DefaultSelector)
+
+
 def readable(clients: list, timeout: float | None) -> list:
-    """The clients with a reply waiting (empty after ``timeout`` seconds)."""
-    ready, _, _ = select.select(clients, [], [], timeout)
-    return ready
+    """The clients with a reply waiting (empty after ``timeout`` seconds). A selector,
+    not ``select.select``: a driver with hundreds of actors has descriptors >= 1024."""
+    with _Selector() as sel:
+        for c in clients:
+            sel.register(c.sock, selectors.EVENT_READ, c)
+        return [key.data for key, _ in sel.select(timeout)]

@@ -24,6 +24,9 @@ CHANNEL_ENV = "SHARDLEARN_RAY_CHANNEL"
 #: store vs 2.1 s over the channel; boosting levels of 0.2-2.8 MB, faster over
 #: the channel.
 CHANNEL_MAX_REPLY_BYTES = 8 << 20
+#: How long a call retried as a task after its channel broke (or its result was
+#: too large for it) may take, even past the step's deadline: it has already run.
+RETRY_WAIT_S = 60.0
 #: How long to wait for CPUs that killed actors are still releasing.
 RESOURCE_WAIT_S = 10.0
 
@@ -74,15 +77,21 @@ class _ActorBody:
         self._channel = None
 
     def call(self, method: str, *args):
-        return getattr(self.core, method)(*args)
+        # After a channel call the driver gave up on (it timed out while another
+        # worker failed), a task waits for it as it would behind a queued task.
+        with self._lock:
+            if method == "release":
+                self._last = None      # do not keep a finished fit's last result
+            return getattr(self.core, method)(*args)
 
     def open_channel(self, secret: bytes) -> tuple:
         """Start (once) this actor's end of the direct channel; its address."""
         import ray
 
         if self._channel is None:
-            self._channel = direct_channel.ChannelServer(self._run_once, secret,
-                                                         CHANNEL_MAX_REPLY_BYTES)
+            self._channel = direct_channel.ChannelServer(
+                self._run_once, secret, CHANNEL_MAX_REPLY_BYTES,
+                on_thread_start=_one_thread_per_library)
         return self._channel.start(ray.util.get_node_ip_address())
 
     # Numbered calls: the channel's thread runs them; if the channel breaks,
@@ -106,6 +115,12 @@ class _ActorBody:
                 out = ("ok", getattr(self.core, method)(*args))
             except Exception as exc:  # noqa: BLE001 - travels back as the call's error
                 out = ("error", exc)
+            except BaseException as exc:
+                # E.g. SystemExit from a kernel: it ends the channel's thread, and the
+                # driver's collect must get this, not run the call again.
+                self._last = (call_id, ("error", RuntimeError(
+                    f"{method!r} ended the worker's thread with {exc!r}")))
+                raise
             self._last = (call_id, out)
             return out
 
@@ -116,6 +131,14 @@ class _ActorBody:
         from .. import warmup
 
         return warmup.is_warm(timeout)
+
+
+def _one_thread_per_library() -> None:
+    # OpenMP's thread count is per calling thread: the limit set in the actor's
+    # __init__ does not reach the channel's threads by itself.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
 
 
 class RayEngine(Engine):
@@ -284,23 +307,25 @@ class RayEngine(Engine):
             # back the outcome of the call it already ran (or runs it now).
             tasks += [self._collect(p.worker, p.call_id, p.method, p.args) for p in retry]
         if tasks:
-            left = None if deadline is None else max(1.0 if retry else 0.0,
+            # Retried calls have run (or their actor is gone): what is left to wait for
+            # is a transfer or Ray's word on a dead actor, not the step's deadline.
+            left = None if deadline is None else max(RETRY_WAIT_S if retry else 0.0,
                                                      deadline - time.perf_counter())
             out.update((c.worker, c) for c in self._gather_tasks(tasks, left))
         return [out[p[0] if isinstance(p, tuple) else p.worker] for p in pending]
 
     def _gather_channel(self, calls, deadline, timeout):
         out, retry = {}, []
-        waiting = {p.client.fileno(): p for p in calls}
+        waiting = list(calls)
         while waiting:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
-            ready = direct_channel.readable([p.client for p in waiting.values()], left)
+            ready = direct_channel.readable([p.client for p in waiting], left)
             if not ready:
                 break
-            for client in ready:
-                p = waiting.pop(client.fileno())
+            for p in [p for p in waiting if p.client in ready]:
+                waiting.remove(p)
                 try:
-                    kind, value = client.read(p.call_id, None if left is None else max(left, 30.0))
+                    kind, value = p.client.read(p.call_id, direct_channel.FRAME_TIMEOUT_S)
                 except Exception:  # noqa: BLE001 - a broken channel (e.g. the actor died)
                     self._close_channel(p.worker)
                     retry.append(p)
@@ -312,7 +337,7 @@ class RayEngine(Engine):
                 now = time.perf_counter()
                 out[p.worker] = (Completed(p.worker, value, None, now) if kind == "ok"
                                  else Completed(p.worker, error=value, done_at=now))
-        for p in waiting.values():
+        for p in waiting:
             # Its reply may still come: closing the channel keeps it from being read
             # as the reply to a later call.
             self._close_channel(p.worker)
