@@ -689,7 +689,7 @@ class DataParallel:
         self.hist_dtype = hist_dtype
         # Where results cross processes, float64 histograms travel as float32 when
         # that is exact (most nodes below the root: see exact.narrow_if_exact).
-        self.narrow = hist_dtype == "float64" and getattr(coord.engine, "moves_results", False)
+        self.narrow = hist_dtype == "float64" and coord.engine.moves_results
         self.pending = None
         self._held = {}          # (tree, node) -> summed histogram of a frontier node
 

@@ -63,11 +63,7 @@ class _ActorBody:
     def __init__(self, worker_id: int):
         import threading
 
-        # One BLAS thread per worker: the same bits as the in-process engine and
-        # no oversubscription when several actors share a node.
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=1)
+        _one_thread_per_library()
         from .. import warmup
 
         warmup.start_in_background()      # numba's runtime, while the cluster starts
@@ -80,8 +76,9 @@ class _ActorBody:
         # After a channel call the driver gave up on (it timed out while another
         # worker failed), a task waits for it as it would behind a queued task.
         with self._lock:
-            if method == "release":
-                self._last = None      # do not keep a finished fit's last result
+            # A plain call comes only once the driver is past its last numbered
+            # call (collected within gather): that outcome need not be kept.
+            self._last = None
             return getattr(self.core, method)(*args)
 
     def open_channel(self, secret: bytes) -> tuple:
@@ -134,8 +131,9 @@ class _ActorBody:
 
 
 def _one_thread_per_library() -> None:
-    # OpenMP's thread count is per calling thread: the limit set in the actor's
-    # __init__ does not reach the channel's threads by itself.
+    # One BLAS/OpenMP thread per worker: the same bits as the in-process engine and
+    # no oversubscription when several actors share a node. OpenMP's count is per
+    # calling thread, so the actor's __init__ and each channel thread call this.
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)
