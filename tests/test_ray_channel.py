@@ -144,10 +144,27 @@ def test_large_results_and_broadcast_arguments(ray_cluster):
             assert got == [float(w.sum()) + r for r in rows]
             mid = c.map(big_result, 500_000)                  # 4 MB a shard, 12 a worker
             assert s.engine.stored_replies == 4
+            shared = s.engine.shared_replies
             small = c.map(big_result, 100_000)                # 0.8 MB a shard
             assert s.engine.stored_replies == 4 and s.engine.channel_calls == before + 6
+            assert s.engine.shared_replies == shared + 2      # on this machine: shared memory
+            assert "shared memory" in s.engine.describe()["transport"]
             assert all(np.array_equal(o, np.arange(len(o), dtype=np.float64) + r)
                        for o, r in zip(mid + small, rows + rows))
+
+
+@pytest.mark.timeout(240)
+def test_shared_memory_off_sends_replies_on_the_socket_with_the_same_answers(ray_cluster,
+                                                                              monkeypatch):
+    monkeypatch.setenv(ray_engine.SHARED_MEMORY_ENV, "0")
+    with session("ray", n_workers=2) as s:
+        with Coordinator(_data()) as c:
+            rows = c.map(remember_column_sums)
+            out = c.map(big_result, 100_000)
+            assert s.engine.shared_replies == 0 and s.engine.channel_calls >= 4
+            assert "shared memory" not in s.engine.describe()["transport"]
+    assert all(np.array_equal(o, np.arange(100_000, dtype=np.float64) + r)
+               for o, r in zip(out, rows))
 
 
 @pytest.mark.timeout(240)
@@ -171,7 +188,7 @@ def test_a_channel_that_cannot_open_is_tried_once_per_worker(ray_cluster, monkey
     tries = []
 
     class Unreachable:
-        def __init__(self, address, secret):
+        def __init__(self, address, secret, **options):
             tries.append(address)
             raise ConnectionRefusedError("no route")
 
@@ -234,6 +251,85 @@ def test_frames_carry_arrays_and_errors_exactly():
     client.close()
 
 
+def _own_shm_files(server_pid=None):
+    import glob
+    import os
+
+    pid = os.getpid() if server_pid is None else server_pid
+    return glob.glob(f"{direct_channel.SHM_DIR}/shardlearn-{pid}-*")
+
+
+@pytest.mark.timeout(60)
+def test_large_replies_come_through_shared_memory_exactly():
+    if not direct_channel.SharedReplies.create(1 << 20):
+        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+    before = set(_own_shm_files())
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret)
+    assert client.shared is not None
+    big = np.random.default_rng(1).normal(size=(300, 257))       # 617 kB
+    small = np.arange(10.0)
+    client.send(client.request(1, "echo", (big, small, big[:, ::3])))
+    kind, (_, got) = client.read(1, timeout=10)
+    assert kind == "ok" and client.shared.replies == 1
+    for a, b in zip((big, small, big[:, ::3]), got):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        assert b.flags.writeable and b.flags.owndata is False   # its own buffer, not the map's
+    got[0][0, 0] = 99.0                      # writing a reply touches nothing shared
+    client.send(client.request(2, "echo", (small,)))            # under SHM_MIN_BYTES
+    assert client.read(2, timeout=10)[1][1][0].tolist() == small.tolist()
+    assert client.shared.replies == 1
+    # The file is unlinked once the driver has answered the offer (the server read
+    # that answer before serving the first call).
+    assert set(_own_shm_files()) == before
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_shared_memory_slot_is_reused_only_once_its_reply_was_read():
+    if not direct_channel.SharedReplies.create(1 << 20):
+        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret)
+    arrays = [np.full(20_000, float(k)) for k in range(4)]      # 160 kB each
+    for k in range(3):                       # three in flight, none read: two slots
+        client.send(client.request(k + 1, "echo", (arrays[k],)))
+    got = [client.read(k + 1, timeout=10)[1][1][0] for k in range(3)]
+    assert [g[0] for g in got] == [0.0, 1.0, 2.0] and all(len(g) == 20_000 for g in got)
+    assert client.shared.replies == 2        # the third found no free slot: on the socket
+    client.send(client.request(4, "echo", (arrays[3],)))        # acknowledges all three
+    assert client.read(4, timeout=10)[1][1][0][0] == 3.0 and client.shared.replies == 3
+    client.close()
+
+
+def test_shared_memory_of_another_machine_is_declined(tmp_path):
+    shared = direct_channel.SharedReplies.create(1 << 16)
+    if shared is None:
+        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+    path, token, size = shared.offer()
+    try:
+        assert direct_channel.SharedView.accept((path, b"another token " * 2, size)) is None
+        assert direct_channel.SharedView.accept((str(tmp_path / "absent"), token, size)) is None
+        assert direct_channel.SharedView.accept(None) is None
+        view = direct_channel.SharedView.accept((path, token, size))
+        assert view is not None
+        view.close()
+    finally:
+        shared.close()
+    assert not _own_shm_files() or path not in _own_shm_files()
+
+
+@pytest.mark.timeout(60)
+def test_a_driver_that_declines_shared_memory_gets_replies_on_the_socket():
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret, shared_memory=False)
+    big = np.arange(100_000.0)
+    client.send(client.request(1, "echo", (big,)))
+    assert np.array_equal(client.read(1, timeout=10)[1][1][0], big)
+    assert client.shared is None
+    client.close()
+
+
 @pytest.mark.timeout(60)
 def test_a_reply_over_the_size_limit_is_announced_not_sent():
     server = direct_channel.ChannelServer(_echo, b"s" * 32, max_reply_bytes=1000)
@@ -265,10 +361,8 @@ def test_a_wrong_secret_is_refused_before_any_call_runs():
         return "ok", None
 
     address, secret = _serve(run)
-    bad = direct_channel.ChannelClient(address, b"x" * 32)
-    bad.send(direct_channel.encode(1, ("anything", ())))
-    with pytest.raises((ConnectionError, OSError)):
-        bad.read(1, timeout=10)
+    with pytest.raises((ConnectionError, OSError)):     # no offer of shared memory comes
+        direct_channel.ChannelClient(address, b"x" * 32)
     assert ran == []
     good = direct_channel.ChannelClient(address, secret)
     good.send(direct_channel.encode(2, ("anything", ())))
@@ -284,6 +378,7 @@ def test_a_silent_server_times_out_a_read():
         conn, _ = listener.accept()
         held.append(conn)                  # kept open: no reply, no EOF
         conn.sendall(b"c" * 32)
+        direct_channel.send_parts(conn, direct_channel.encode(0, None))   # no shared memory
 
     threading.Thread(target=challenge_then_silence, daemon=True).start()
     client = direct_channel.ChannelClient(listener.getsockname()[:2], b"s" * 32)

@@ -18,6 +18,9 @@ ACTOR_START_TIMEOUT_S = 120.0
 #: Set to "0" to send the coordinator's steps as actor tasks instead of over the
 #: direct channel (see ``submit_many``).
 CHANNEL_ENV = "SHARDLEARN_RAY_CHANNEL"
+#: Set to "0" to have large replies of actors on the driver's machine come over the
+#: channel's socket too, not through shared memory (see :mod:`.direct_channel`).
+SHARED_MEMORY_ENV = "SHARDLEARN_RAY_SHM"
 #: Results with more array bytes than this come back through the object store (the
 #: channel says so and the driver collects them as a task). Measured on a 2-core
 #: VM, 2 workers: random-forest levels of 48 MB per worker, 1.85 s through the
@@ -192,6 +195,7 @@ class RayEngine(Engine):
         #: Every actor process this engine started, replacements included (leak checks).
         self.all_pids = list(self.pids)
         self._channel_off = os.environ.get(CHANNEL_ENV, "1") == "0"
+        self._shared_memory = os.environ.get(SHARED_MEMORY_ENV, "1") != "0"
         self._secret = direct_channel.new_secret()
         self._channels: list = [None] * self.n_workers
         # A worker whose channel failed to open is not asked again until replaced:
@@ -202,6 +206,7 @@ class RayEngine(Engine):
         #: the object store (too large: CHANNEL_MAX_REPLY_BYTES); observability, tests.
         self.channel_calls = 0
         self.stored_replies = 0
+        self._closed_shared_replies = 0
 
     def submit(self, worker, method, *args):
         return worker, self.actors[worker].call.remote(method, *args)
@@ -220,7 +225,7 @@ class RayEngine(Engine):
                 continue
             self._call_id += 1
             try:
-                parts = direct_channel.encode(self._call_id, (method, tuple(args)))
+                parts = client.request(self._call_id, method, tuple(args))
             except Exception:  # noqa: BLE001 - Ray's own pickling says what is wrong
                 pending.append(self.submit(worker, method, *args))
                 continue
@@ -243,7 +248,8 @@ class RayEngine(Engine):
             try:
                 address = self._ray.get(self.actors[worker].open_channel.remote(self._secret),
                                         timeout=ACTOR_START_TIMEOUT_S)
-                self._channels[worker] = direct_channel.ChannelClient(address, self._secret)
+                self._channels[worker] = direct_channel.ChannelClient(
+                    address, self._secret, shared_memory=self._shared_memory)
             except Exception:  # noqa: BLE001 - e.g. a firewall between nodes: actor tasks
                 self._no_channel[worker] = True
                 return None
@@ -252,7 +258,15 @@ class RayEngine(Engine):
     def _close_channel(self, worker: int) -> None:
         client, self._channels[worker] = self._channels[worker], None
         if client is not None:
+            if client.shared is not None:
+                self._closed_shared_replies += client.shared.replies
             client.close()
+
+    @property
+    def shared_replies(self) -> int:
+        """Channel replies whose arrays came through shared memory (observability, tests)."""
+        return self._closed_shared_replies + sum(
+            c.shared.replies for c in self._channels if c is not None and c.shared is not None)
 
     def _collect(self, worker, call_id, method, args):
         return worker, self.actors[worker].collect.remote(call_id, method, *args)
@@ -391,8 +405,13 @@ class RayEngine(Engine):
         d = super().describe()
         d["address"] = self.address or "local (started here)" if self.started_ray else (self.address or "existing")
         d["ray_version"] = self._ray.__version__
-        d["transport"] = ("actor tasks" if self._channel_off
-                          else "direct channel (actor tasks for broadcasts and large results)")
+        if self._channel_off:
+            d["transport"] = "actor tasks"
+        else:
+            shared = [c is not None and c.shared is not None for c in self._channels]
+            d["transport"] = ("direct channel (actor tasks for broadcasts and large results"
+                              + (f"; shared memory for replies of {sum(shared)} worker(s) on this"
+                                 " machine" if any(shared) else "") + ")")
         return d
 
 
