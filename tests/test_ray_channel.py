@@ -291,11 +291,11 @@ def test_a_shared_memory_slot_is_reused_only_once_its_reply_was_read():
         pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
     address, secret = _serve(_echo)
     client = direct_channel.ChannelClient(address, secret)
-    arrays = [np.full(20_000, float(k)) for k in range(4)]      # 160 kB each
+    arrays = [np.full(40_000, float(k)) for k in range(4)]      # 320 kB each
     for k in range(3):                       # three in flight, none read: two slots
         client.send(client.request(k + 1, "echo", (arrays[k],)))
     got = [client.read(k + 1, timeout=10)[1][1][0] for k in range(3)]
-    assert [g[0] for g in got] == [0.0, 1.0, 2.0] and all(len(g) == 20_000 for g in got)
+    assert [g[0] for g in got] == [0.0, 1.0, 2.0] and all(len(g) == 40_000 for g in got)
     assert client.shared.replies == 2        # the third found no free slot: on the socket
     client.send(client.request(4, "echo", (arrays[3],)))        # acknowledges all three
     assert client.read(4, timeout=10)[1][1][0][0] == 3.0 and client.shared.replies == 3
@@ -330,6 +330,36 @@ def test_a_driver_that_declines_shared_memory_gets_replies_on_the_socket():
     client.close()
 
 
+def test_frames_use_the_standard_pickler_unless_main_or_a_closure_needs_cloudpickle(monkeypatch):
+    import pickle
+    import sys
+
+    from ray import cloudpickle
+
+    calls = []
+    real = cloudpickle.dumps
+    monkeypatch.setattr(cloudpickle, "dumps", lambda *a, **k: calls.append(1) or real(*a, **k))
+    small, big = np.arange(10.0), np.arange(10_000.0)      # 80 B in-band, 80 kB out of band
+    main, raws = direct_channel._dumps(("ok", (small, big, remember_column_sums)))
+    assert calls == [] and [r.nbytes for r in raws] == [big.nbytes]
+    got = pickle.loads(main, buffers=raws)
+    assert np.array_equal(got[1][0], small) and got[1][0].flags.writeable
+    assert got[1][2] is remember_column_sums
+
+    def in_main(x):
+        return x + 1
+
+    in_main.__module__, in_main.__qualname__ = "__main__", "_shardlearn_channel_probe"
+    monkeypatch.setattr(sys.modules["__main__"], "_shardlearn_channel_probe", in_main, raising=False)
+    main, raws = direct_channel._dumps(in_main)
+    assert calls == [1]                     # by value: the actor's __main__ has no such name
+    monkeypatch.delattr(sys.modules["__main__"], "_shardlearn_channel_probe")
+    assert pickle.loads(main, buffers=raws)(1) == 2
+    offset = 3.0
+    main, raws = direct_channel._dumps(lambda x: x + offset)           # a closure
+    assert calls == [1, 1] and pickle.loads(main, buffers=raws)(1) == 4.0
+
+
 @pytest.mark.timeout(60)
 def test_a_reply_over_the_size_limit_is_announced_not_sent():
     server = direct_channel.ChannelServer(_echo, b"s" * 32, max_reply_bytes=1000)
@@ -338,7 +368,8 @@ def test_a_reply_over_the_size_limit_is_announced_not_sent():
     kind, (_, (arr,)) = client.read(1, timeout=10)
     assert kind == "ok" and arr.shape == (100,)
     client.send(direct_channel.encode(2, ("echo", (np.zeros(126),))))     # 1008 bytes
-    assert client.read(2, timeout=10) == (direct_channel.TOO_LARGE, 1008)
+    kind, size = client.read(2, timeout=10)
+    assert kind == direct_channel.TOO_LARGE and 1008 < size < 1300      # with its pickle
     client.close()
 
 

@@ -343,6 +343,21 @@ def test_chunked_search_with_siblings_equals_the_serial_one(monkeypatch):
     for f in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
         np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
     assert (got.feature >= 0).sum() > 100
+    # The workers' parts added up by the chunks too (float32 halves, exact), before
+    # any chunk derives a sibling from a smaller child another chunk added.
+    half = np.floor(built / (2 * q)) * q
+    parts = [half.astype(np.float32), (built - half).astype(np.float32)]
+    assert np.array_equal(parts[0].astype(np.float64) + parts[1], built)
+    hist = np.full((n + d, F, B, 3), np.nan)
+    small = small[::-1]                          # siblings from the other chunks' rows
+    want_hist = with_siblings(built, parents, small)
+    monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 10**9)
+    want = G._search_in_parallel(want_hist.copy(), totals, p, None, None)
+    monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 20)
+    got = G._search_in_parallel(hist, totals, p, None, None, (n, parents, small), parts)
+    np.testing.assert_array_equal(hist, want_hist)
+    for f in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -108,6 +108,15 @@ def apply_bits(pos, feature, left, right, bits):
 
 
 @njit(nogil=True, cache=True)
+def add_into(a, b, out):
+    """``out = a + b`` over flat C-contiguous arrays, each element widened to
+    ``out``'s type first (numpy's casting add was 3x slower for float32 parts)."""
+    for i in range(out.shape[0]):
+        iu = np.uint64(i)
+        out[iu] = out.dtype.type(a[iu]) + out.dtype.type(b[iu])
+
+
+@njit(nogil=True, cache=True)
 def subtract_into(parent, child, out):
     """``out = parent - child`` for one node's (F, B, C) histogram, bins left without
     rows (count channel 0) set to exactly zero."""

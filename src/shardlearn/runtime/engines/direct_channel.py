@@ -4,8 +4,10 @@ An actor task costs about 2 ms on a 2-core VM (Ray 2.60) before any work, and a
 step of a tree fit is a few ms of work: 600 of them spent more time in Ray than
 in the kernels. Over this channel the same call costs about 0.15 ms: one TCP
 connection per worker, served by a thread in the actor, with blocking waits at
-both ends (nothing busy-waits) and frames of pickle protocol 5 whose arrays travel as
-out-of-band buffers, without a copy in user space.
+both ends (nothing busy-waits) and frames of pickle protocol 5 whose arrays of
+:data:`IN_BAND_BYTES` and more travel as out-of-band buffers, without a copy in
+user space (smaller ones inside the pickle: a buffer of its own costs a system
+call at each end).
 
 Ray still starts, places, kills and replaces the actors, and carries everything
 else (broadcasts, fault injection, a call's outcome after a broken channel).
@@ -67,11 +69,36 @@ def _digest(secret: bytes, challenge: bytes) -> bytes:
     return hmac.new(secret, challenge, hashlib.sha256).digest()
 
 
-def _dumps(obj) -> tuple[bytes, list]:
-    from ray import cloudpickle  # as Ray does: functions of __main__ travel by value
+#: Arrays smaller than this travel inside the pickle: a separate buffer costs a
+#: system call at each end, more than copying a few kB.
+IN_BAND_BYTES = 32 * 1024
+_IOV_MAX = 512          # parts per sendmsg (the platform allows at least 1024)
 
+
+def _dumps(obj) -> tuple[bytes, list]:
+    """``(pickle, out-of-band buffers)``. The standard pickler where it can: Ray's
+    cloudpickle, whose every object passes through a Python hook, took 0.1-0.2 ms
+    a call at each end of a tree level's step. cloudpickle where the standard one
+    fails (closures, lambdas) or names ``__main__``, which the actor's ``__main__``
+    is not: functions of ``__main__`` travel by value, as over Ray."""
     buffers: list = []
-    main = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+
+    def out_of_band(buf):
+        if buf.raw().nbytes < IN_BAND_BYTES:
+            return True                      # true: pickled in-band
+        buffers.append(buf)
+        return False
+
+    try:
+        main = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
+        if b"__main__" not in main:
+            return main, [b.raw() for b in buffers]
+    except Exception:  # noqa: BLE001 - e.g. a closure: cloudpickle can
+        pass
+    from ray import cloudpickle
+
+    buffers.clear()
+    main = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     return main, [b.raw() for b in buffers]
 
 
@@ -91,8 +118,19 @@ def encode(call_id: int, obj, ack: int = 0) -> list:
 
 
 def send_parts(sock: socket.socket, parts: list) -> None:
-    for p in parts:
-        sock.sendall(p)
+    """Send byte strings and buffers in order, in one system call where they fit."""
+    if len(parts) == 1 or len(parts) > _IOV_MAX:
+        for p in parts:
+            sock.sendall(p)
+        return
+    sent = sock.sendmsg(parts)
+    for p in parts:                          # the rest of a partial send
+        v = memoryview(p)
+        if sent >= v.nbytes:
+            sent -= v.nbytes
+            continue
+        sock.sendall(v[sent:])
+        sent = 0
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytearray:
@@ -128,7 +166,7 @@ def recv_frame(sock: socket.socket, shared: SharedView | None = None) -> tuple[i
 SHM_DIR = "/dev/shm"
 #: Replies with fewer bytes of arrays than this go on the socket, where they cost
 #: less than the copies.
-SHM_MIN_BYTES = 64 * 1024
+SHM_MIN_BYTES = 256 * 1024
 _ALIGN = 64             # each buffer starts on a cache line
 _TOKEN_BYTES = 16
 _SLOTS = 2              # a reply can be written while the driver reads the one before
@@ -269,7 +307,7 @@ class ChannelServer:
     with ``run(call_id, method, args)``, which returns ``("ok", value)`` or
     ``("error", exception)``.
 
-    An outcome whose arrays exceed ``max_reply_bytes`` is answered with
+    An outcome of more than ``max_reply_bytes`` (pickle and arrays) is answered with
     ``(TOO_LARGE, bytes)`` instead: ``run`` must keep it for the caller to fetch
     over Ray, whose object store moves tens of MB faster than a socket (measured:
     48 MB results, 2 workers on one node).
@@ -325,7 +363,7 @@ class ChannelServer:
                 except Exception as exc:  # noqa: BLE001 - any pickling failure
                     main, raws = _dumps(("error", RuntimeError(
                         f"the outcome of {method!r} could not be pickled: {exc!r}")))
-                size = sum(r.nbytes for r in raws)
+                size = len(main) + sum(r.nbytes for r in raws)
                 if self._max_reply_bytes is not None and size > self._max_reply_bytes:
                     main, raws = _dumps((TOO_LARGE, size))
                 slot = -1 if shared is None else shared.place(call_id, raws, acked)
