@@ -155,6 +155,7 @@ def test_dispatcher_takes_the_packed_loops_only_for_two_float64_channels():
     assert not H._packable(None, vals, np.zeros((1, F, B, 3)))
     assert not H._packable(pack, vals, np.zeros((1, F, B, 3), np.float32))
     assert not H._packable(pack, np.zeros((2, n, 2)), np.zeros((1, F, B, 3)))
+    assert not H._packable(pack, vals, np.zeros((1, F, 2 * B, 3))[:, :, ::2])  # strided
     a, b = np.zeros((1, F, B, 3)), np.zeros((1, F, B, 3))
     ta, tb = np.zeros((1, 3)), np.zeros((1, 3))
     H.build_histograms(Xb, vals, w, pos, slots, a, ta, True, pack)

@@ -356,8 +356,9 @@ def _packed_buffers(pack, carry, hist, totals, n_features):
 
 
 def _packable(pack, vals, hist):
+    # C-contiguous: the packed loops flush into each node through a flat view.
     return (pack is not None and vals.shape[0] == 1 and vals.shape[2] == 2
-            and hist.shape[3] == 3 and hist.dtype == np.float64)
+            and hist.shape[3] == 3 and hist.dtype == np.float64 and hist.flags.c_contiguous)
 
 
 def _one_tree(pos, feats):

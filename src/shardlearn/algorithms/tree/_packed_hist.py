@@ -67,17 +67,26 @@ def pack_grid(max_abs_value: float) -> float:
 def _flush(acc, base, hist_s, tot_s, total, qg, qh):
     """A block's packed sums (``acc[base:]``, ``total``) into a node's histogram and
     totals; ``acc`` zeroed for the next block. Integer multiples of a power of two
-    below 2**53: exact in float64, in any order."""
+    below 2**53: exact in float64, in any order.
+
+    A block is flushed every 2047 rows, 7168 entries for 28 features: about 0.4 ms
+    of a 1 ms root pass over 50,000 rows with three-index stores into ``hist_s``;
+    flat ones and a zeroing slice take half. So ``hist_s`` must be C-contiguous
+    (a node of a histogram array the packed loops' callers allocate; see
+    ``_hist_kernels._packable``)."""
     Fh, B, _ = hist_s.shape
+    h = hist_s.reshape(-1)
     for f in range(Fh):
-        h = hist_s[f]
+        ab = np.uint64(base + f * _STRIDE)
+        hb = np.uint64(f * B * 3)
         for b in range(B):
-            k = np.uint64(base + f * _STRIDE + b)
-            x = acc[k]
-            h[b, 0] += (x >> _G_SHIFT) * qg
-            h[b, 1] += ((x >> _H_SHIFT) & _H_MASK) * qh
-            h[b, 2] += x & _C_MASK
-            acc[k] = 0
+            bu = np.uint64(b)
+            x = acc[ab + bu]
+            j = hb + np.uint64(3) * bu
+            h[j] += np.float64(x >> _G_SHIFT) * qg
+            h[j + np.uint64(1)] += np.float64((x >> _H_SHIFT) & _H_MASK) * qh
+            h[j + np.uint64(2)] += np.float64(x & _C_MASK)
+        acc[ab:ab + np.uint64(B)] = 0
     tot_s[0] += (total >> _G_SHIFT) * qg
     tot_s[1] += ((total >> _H_SHIFT) & _H_MASK) * qh
     tot_s[2] += total & _C_MASK
