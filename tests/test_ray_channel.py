@@ -4,6 +4,7 @@ there. The channel's framing and handshake are tested without Ray at the end."""
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 
@@ -149,6 +150,10 @@ def test_large_results_and_broadcast_arguments(ray_cluster):
             assert s.engine.stored_replies == 4 and s.engine.channel_calls == before + 6
             assert s.engine.shared_replies == shared + 2      # on this machine: shared memory
             assert "shared memory" in s.engine.describe()["transport"]
+            for k in range(1, 4):        # each request acknowledges the last reply
+                again = c.map(big_result, 100_000)
+                assert s.engine.shared_replies == shared + 2 + 2 * k
+                assert all(np.array_equal(a, b) for a, b in zip(again, small))
             assert all(np.array_equal(o, np.arange(len(o), dtype=np.float64) + r)
                        for o, r in zip(mid + small, rows + rows))
 
@@ -251,22 +256,28 @@ def test_frames_carry_arrays_and_errors_exactly():
     client.close()
 
 
-def _own_shm_files(server_pid=None):
+def _own_shm_files():
     import glob
     import os
 
-    pid = os.getpid() if server_pid is None else server_pid
-    return glob.glob(f"{direct_channel.SHM_DIR}/shardlearn-{pid}-*")
+    return set(glob.glob(f"{direct_channel.SHM_DIR}/shardlearn-{os.getpid()}-*"))
+
+
+def _needs_shared_memory():
+    probe = direct_channel.SharedReplies.create(1 << 20)
+    if probe is None:
+        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+    probe.close()
 
 
 @pytest.mark.timeout(60)
 def test_large_replies_come_through_shared_memory_exactly():
-    if not direct_channel.SharedReplies.create(1 << 20):
-        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
-    before = set(_own_shm_files())
+    _needs_shared_memory()
+    before = _own_shm_files()
     address, secret = _serve(_echo)
     client = direct_channel.ChannelClient(address, secret)
     assert client.shared is not None
+    assert _own_shm_files() == before        # unlinked once the driver opened it
     big = np.random.default_rng(1).normal(size=(300, 257))       # 617 kB
     small = np.arange(10.0)
     client.send(client.request(1, "echo", (big, small, big[:, ::3])))
@@ -274,60 +285,117 @@ def test_large_replies_come_through_shared_memory_exactly():
     assert kind == "ok" and client.shared.replies == 1
     for a, b in zip((big, small, big[:, ::3]), got):
         assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
-        assert b.flags.writeable and b.flags.owndata is False   # its own buffer, not the map's
-    got[0][0, 0] = 99.0                      # writing a reply touches nothing shared
+        assert b.flags.writeable
+    got[0][0, 0] = 99.0                      # a reply is the driver's own memory
     client.send(client.request(2, "echo", (small,)))            # under SHM_MIN_BYTES
     assert client.read(2, timeout=10)[1][1][0].tolist() == small.tolist()
     assert client.shared.replies == 1
-    # The file is unlinked once the driver has answered the offer (the server read
-    # that answer before serving the first call).
-    assert set(_own_shm_files()) == before
+    huge = np.arange(600_000.0)              # 4.8 MB: the slots grow, the file is remapped
+    for k in range(3, 7):
+        client.send(client.request(k, "echo", (huge if k % 2 else big,)))
+        assert np.array_equal(client.read(k, timeout=10)[1][1][0], huge if k % 2 else big)
+    assert client.shared.replies == 5
     client.close()
 
 
 @pytest.mark.timeout(60)
 def test_a_shared_memory_slot_is_reused_only_once_its_reply_was_read():
-    if not direct_channel.SharedReplies.create(1 << 20):
-        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+    _needs_shared_memory()
     address, secret = _serve(_echo)
     client = direct_channel.ChannelClient(address, secret)
-    arrays = [np.full(40_000, float(k)) for k in range(4)]      # 320 kB each
-    for k in range(3):                       # three in flight, none read: two slots
-        client.send(client.request(k + 1, "echo", (arrays[k],)))
-    got = [client.read(k + 1, timeout=10)[1][1][0] for k in range(3)]
-    assert [g[0] for g in got] == [0.0, 1.0, 2.0] and all(len(g) == 40_000 for g in got)
-    assert client.shared.replies == 2        # the third found no free slot: on the socket
-    client.send(client.request(4, "echo", (arrays[3],)))        # acknowledges all three
-    assert client.read(4, timeout=10)[1][1][0][0] == 3.0 and client.shared.replies == 3
+    arrays = [np.full(40_000, float(k)) for k in range(6)]      # 320 kB each
+    client.send(client.request(1, "echo", (arrays[0],)))        # sizes the slots
+    assert client.read(1, timeout=10)[1][1][0][0] == 0.0 and client.shared.replies == 1
+    for k in range(2, 5):                    # three in flight, none read: two slots
+        client.send(client.request(k, "echo", (arrays[k - 1],)))
+    got = [client.read(k, timeout=10)[1][1][0] for k in range(2, 5)]
+    assert [g[0] for g in got] == [1.0, 2.0, 3.0] and all(len(g) == 40_000 for g in got)
+    assert client.shared.replies == 3        # the third found no free slot: on the socket
+    client.send(client.request(5, "echo", (arrays[4],)))        # acknowledges all three
+    assert client.read(5, timeout=10)[1][1][0][0] == 4.0 and client.shared.replies == 4
     client.close()
 
 
 def test_shared_memory_of_another_machine_is_declined(tmp_path):
-    shared = direct_channel.SharedReplies.create(1 << 16)
+    before = _own_shm_files()
+    shared = direct_channel.SharedReplies.create(1 << 20)
     if shared is None:
         pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
-    path, token, size = shared.offer()
+    path, token = shared.offer()
     try:
-        assert direct_channel.SharedView.accept((path, b"another token " * 2, size)) is None
-        assert direct_channel.SharedView.accept((str(tmp_path / "absent"), token, size)) is None
+        assert direct_channel.SharedView.accept((path, b"another token 16", )) is None
+        assert direct_channel.SharedView.accept((path, b"x" * 16)) is None
+        assert direct_channel.SharedView.accept((str(tmp_path / "absent"), token)) is None
         assert direct_channel.SharedView.accept(None) is None
-        view = direct_channel.SharedView.accept((path, token, size))
-        assert view is not None
+        assert _own_shm_files() == before | {path}      # a declined offer leaves it be
+        view = direct_channel.SharedView.accept((path, token))
+        assert view is not None and _own_shm_files() == before
         view.close()
     finally:
         shared.close()
-    assert not _own_shm_files() or path not in _own_shm_files()
+    assert _own_shm_files() == before
+
+
+def test_files_of_dead_actors_are_removed(tmp_path):
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"shardlearn-{dead.pid}-0123456789abcdef"
+    alive = tmp_path / f"shardlearn-{os.getpid()}-0123456789abcdef"
+    other = tmp_path / "shardlearn-notapid-x"
+    for f in (stale, alive, other):
+        f.write_bytes(b"t")
+    assert direct_channel.remove_stale_files(str(tmp_path)) == 1
+    assert not stale.exists() and alive.exists() and other.exists()
 
 
 @pytest.mark.timeout(60)
 def test_a_driver_that_declines_shared_memory_gets_replies_on_the_socket():
+    before = _own_shm_files()
     address, secret = _serve(_echo)
     client = direct_channel.ChannelClient(address, secret, shared_memory=False)
     big = np.arange(100_000.0)
     client.send(client.request(1, "echo", (big,)))
     assert np.array_equal(client.read(1, timeout=10)[1][1][0], big)
     assert client.shared is None
+    assert _own_shm_files() == before        # the actor unlinked what was declined
     client.close()
+
+
+def test_a_call_the_worker_cannot_unpickle_is_answered_with_an_error():
+    # E.g. a module only the driver has: the frame was read in full, so the stream
+    # stays in step and the call gets an error instead of a dead channel.
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret)
+    main = b"\x80\x04cno_such_module_xyz\nthing\n."     # a global from nowhere
+    client.send([direct_channel._HEAD.pack(1, len(main), 0, -1, 0) + main])
+    kind, err = client.read(1, timeout=10)
+    assert kind == "error" and "could not unpickle call 1" in str(err)
+    assert "no_such_module_xyz" in str(err)
+    client.send(client.request(2, "echo", ()))
+    assert client.read(2, timeout=10) == ("ok", ("echo", ()))
+    client.close()
+
+
+def test_a_partial_send_completes_byte_for_byte():
+    class Trickle:
+        def __init__(self):
+            self.out = bytearray()
+
+        def sendmsg(self, parts):            # takes 5 bytes, as a full buffer might
+            data = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
+            self.out += data[:5]
+            return 5
+
+        def sendall(self, p):
+            self.out += bytes(memoryview(p).cast("B"))
+
+    arr = np.arange(4.0)
+    parts = [b"head", memoryview(arr), b"", memoryview(arr.view(np.uint8)), b"tail"]
+    sock = Trickle()
+    direct_channel.send_parts(sock, parts)
+    assert bytes(sock.out) == b"head" + arr.tobytes() * 2 + b"tail"
 
 
 def test_frames_use_the_standard_pickler_unless_main_or_a_closure_needs_cloudpickle(monkeypatch):
@@ -358,6 +426,22 @@ def test_frames_use_the_standard_pickler_unless_main_or_a_closure_needs_cloudpic
     offset = 3.0
     main, raws = direct_channel._dumps(lambda x: x + offset)           # a closure
     assert calls == [1, 1] and pickle.loads(main, buffers=raws)(1) == 4.0
+    # Reducers registered with Ray (ray.util.register_serializer puts them in
+    # cloudpickle's table), even after a first frame, apply to the standard pickler.
+    direct_channel._dumps(_Box())
+    monkeypatch.setitem(cloudpickle.CloudPickler.dispatch, _Box, lambda b: (str, ("reduced",)))
+    main, raws = direct_channel._dumps(("ok", _Box()))
+    assert pickle.loads(main, buffers=raws) == ("ok", "reduced") and calls == [1, 1]
+    # A module registered to travel by value goes through cloudpickle.
+    import ray.cloudpickle.cloudpickle as cp
+
+    monkeypatch.setattr(cp, "_PICKLE_BY_VALUE_MODULES", {"some_module"})
+    direct_channel._dumps(("ok", small))
+    assert calls == [1, 1, 1]
+
+
+class _Box:
+    pass
 
 
 @pytest.mark.timeout(60)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import mmap
 import os
 import pickle
@@ -41,9 +42,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-#: call id, main pickle length, number of buffers, shared-memory slot of the buffers
-#: (-1: they follow on the socket), and (requests) the last reply the driver has read.
-_HEAD = struct.Struct("<QQIiQ")
+#: call id, main pickle length, number of buffers, offset of the buffers in the
+#: actor's shared-memory file (-1: they follow on the socket), and (requests) the
+#: last reply the driver has read.
+_HEAD = struct.Struct("<QQIqQ")
 _CHALLENGE_BYTES = 32
 _DIGEST_BYTES = hashlib.sha256().digest_size
 #: How long a driver waits to connect to an actor, and then to answer its challenge.
@@ -78,9 +80,14 @@ _IOV_MAX = 512          # parts per sendmsg (the platform allows at least 1024)
 def _dumps(obj) -> tuple[bytes, list]:
     """``(pickle, out-of-band buffers)``. The standard pickler where it can: Ray's
     cloudpickle, whose every object passes through a Python hook, took 0.1-0.2 ms
-    a call at each end of a tree level's step. cloudpickle where the standard one
-    fails (closures, lambdas) or names ``__main__``, which the actor's ``__main__``
-    is not: functions of ``__main__`` travel by value, as over Ray."""
+    a call at each end of a tree level's step. It still uses cloudpickle's table of
+    reducers (Ray's own and any ``ray.util.register_serializer``). cloudpickle
+    itself where the standard pickler fails (closures, lambdas), where a module is
+    registered to travel by value, and where the pickle names ``__main__``, which
+    the actor's ``__main__`` is not: functions of ``__main__`` travel by value, as
+    over Ray."""
+    from ray import cloudpickle
+
     buffers: list = []
 
     def out_of_band(buf):
@@ -89,23 +96,47 @@ def _dumps(obj) -> tuple[bytes, list]:
         buffers.append(buf)
         return False
 
-    try:
-        main = pickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
-        if b"__main__" not in main:
-            return main, [b.raw() for b in buffers]
-    except Exception:  # noqa: BLE001 - e.g. a closure: cloudpickle can
-        pass
-    from ray import cloudpickle
-
+    if not _modules_by_value():
+        try:
+            out = io.BytesIO()
+            pickler = pickle.Pickler(out, protocol=5, buffer_callback=out_of_band)
+            pickler.dispatch_table = _reducers(cloudpickle.CloudPickler.dispatch)
+            pickler.dump(obj)
+            main = out.getvalue()
+            if b"__main__" not in main:
+                return main, [b.raw() for b in buffers]
+        except Exception:  # noqa: BLE001 - e.g. a closure: cloudpickle can
+            pass
     buffers.clear()
     main = cloudpickle.dumps(obj, protocol=5, buffer_callback=out_of_band)
     return main, [b.raw() for b in buffers]
 
 
-def _frame(call_id: int, main: bytes, raws: list, *, slot: int = -1, ack: int = 0) -> list:
-    head = _HEAD.pack(call_id, len(main), len(raws), slot, ack)
+_reducer_cache: list = [None, None]
+
+
+def _reducers(chain) -> dict:
+    """cloudpickle's reducers (a ChainMap) as one dict, rebuilt only when a map of it
+    grows: copying it took as long as pickling a tree level's request."""
+    key = tuple(len(m) for m in chain.maps)
+    if _reducer_cache[0] != key:
+        _reducer_cache[:] = [key, dict(chain)]
+    return _reducer_cache[1]
+
+
+def _modules_by_value() -> bool:
+    """Whether some module is registered with ``cloudpickle.register_pickle_by_value``."""
+    try:
+        from ray.cloudpickle import cloudpickle as cp
+    except ImportError:
+        return False
+    return bool(getattr(cp, "_PICKLE_BY_VALUE_MODULES", ()))
+
+
+def _frame(call_id: int, main: bytes, raws: list, *, shared_at: int = -1, ack: int = 0) -> list:
+    head = _HEAD.pack(call_id, len(main), len(raws), shared_at, ack)
     sizes = struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws))
-    return [head + sizes + main, *(raws if slot < 0 else ())]
+    return [head + sizes + main, *(raws if shared_at < 0 else ())]
 
 
 def encode(call_id: int, obj, ack: int = 0) -> list:
@@ -124,8 +155,8 @@ def send_parts(sock: socket.socket, parts: list) -> None:
             sock.sendall(p)
         return
     sent = sock.sendmsg(parts)
-    for p in parts:                          # the rest of a partial send
-        v = memoryview(p)
+    for p in parts:                          # the rest of a partial send, in bytes
+        v = memoryview(p).cast("B")
         if sent >= v.nbytes:
             sent -= v.nbytes
             continue
@@ -145,25 +176,38 @@ def _recv_exact(sock: socket.socket, n: int) -> bytearray:
     return buf
 
 
+class FrameError(Exception):
+    """A frame read in full whose pickle could not be loaded (the stream is still in step)."""
+
+    def __init__(self, call_id: int, ack: int, cause: Exception):
+        super().__init__(f"call {call_id}: {cause!r}")
+        self.call_id, self.ack, self.cause = call_id, ack, cause
+
+
 def recv_frame(sock: socket.socket, shared: SharedView | None = None) -> tuple[int, object, int]:
     """``(call id, object, ack)`` of the next frame; arrays come back over owned,
-    writable buffers (copied out of ``shared`` when the frame names a slot of it)."""
-    call_id, main_len, n_buffers, slot, ack = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
+    writable buffers (copied out of ``shared`` when the frame says they lie there)."""
+    call_id, main_len, n_buffers, shared_at, ack = _HEAD.unpack(_recv_exact(sock, _HEAD.size))
     sizes = struct.unpack(f"<{n_buffers}Q", _recv_exact(sock, 8 * n_buffers)) if n_buffers else ()
     main = _recv_exact(sock, main_len)
-    if slot < 0:
+    if shared_at < 0:
         buffers = [_recv_exact(sock, n) for n in sizes]
     elif shared is None:
         raise ConnectionError("a reply in shared memory on a channel without it")
     else:
-        buffers = shared.copy_out(slot, sizes)
-    return call_id, pickle.loads(main, buffers=buffers), ack
+        buffers = shared.copy_out(shared_at, sizes)
+    try:
+        obj = pickle.loads(main, buffers=buffers)
+    except Exception as exc:  # noqa: BLE001 - e.g. a module the actor cannot import
+        raise FrameError(call_id, ack, exc) from exc
+    return call_id, obj, ack
 
 
 # -- large replies through shared memory, on the driver's machine ------------------------
 #: Where the actors' shared-memory files live (RAM-backed on Linux); no shared memory
 #: where it does not exist.
 SHM_DIR = "/dev/shm"
+_PREFIX = "shardlearn-"
 #: Replies with fewer bytes of arrays than this go on the socket, where they cost
 #: less than the copies.
 SHM_MIN_BYTES = 256 * 1024
@@ -184,49 +228,77 @@ def _offsets(sizes) -> list[int]:
     return out
 
 
-class SharedReplies:
-    """The actor's end: a file in :data:`SHM_DIR` of :data:`_SLOTS` slots, each big
-    enough for one reply's arrays, which the actor writes and the driver only reads.
+def remove_stale_files(directory: str = SHM_DIR) -> int:
+    """Unlink shared-memory files of actors that died before their driver answered
+    the offer (their names carry the pid); the number removed."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        parts = name.split("-")
+        if not name.startswith(_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue                     # alive (or another user's process)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
-    The file is unlinked as soon as the driver has answered the offer (see
-    :meth:`offer`), so nothing is left behind when either process dies; its pages
-    are reserved up front (``posix_fallocate``), so a full ``/dev/shm`` is an error
-    here rather than a SIGBUS on a later write. A slot is reused only once the
-    driver acknowledges (in a request's ``ack``) the reply it held: the driver
-    copies a reply out before it acknowledges it.
+
+class SharedReplies:
+    """The actor's end: a file in :data:`SHM_DIR` that holds only a token until the
+    first large reply, then :data:`_SLOTS` slots, each as large as the largest reply
+    so far (a power of two from 1 MiB up to ``max_slot_bytes``), which the actor
+    writes and the driver only reads.
+
+    The file is unlinked once the driver has mapped it (the driver unlinks it; the
+    actor does too, after the driver's answer), so nothing is left behind when
+    either process dies later; a file left by an actor killed in the handshake is
+    removed by :func:`remove_stale_files`. Its pages are reserved when it grows
+    (``posix_fallocate``): a full ``/dev/shm`` means replies on the socket, not a
+    SIGBUS on a later write. A slot is reused only once the driver acknowledges
+    (in a request's ``ack``) the reply it held: the driver copies a reply out
+    before it acknowledges it. The slots grow only while neither holds a reply.
     """
 
-    def __init__(self, slot_bytes: int):
-        self.slot_bytes = _aligned(slot_bytes)
-        size = _ALIGN + _SLOTS * self.slot_bytes
-        self.path = os.path.join(SHM_DIR, f"shardlearn-{os.getpid()}-{secrets.token_hex(8)}")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.posix_fallocate(fd, 0, size)
-            self._map = mmap.mmap(fd, size)
-        except BaseException:
-            os.unlink(self.path)
-            raise
-        finally:
-            os.close(fd)
-        self._view = memoryview(self._map)
+    def __init__(self, max_slot_bytes: int):
+        self.max_slot_bytes = _aligned(max_slot_bytes)
+        self.slot_bytes = 0
+        self.path = os.path.join(SHM_DIR, f"{_PREFIX}{os.getpid()}-{secrets.token_hex(8)}")
         self._token = secrets.token_bytes(_TOKEN_BYTES)
-        self._view[:_TOKEN_BYTES] = self._token
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(self._fd, self._token)
+        except BaseException:
+            self.close()
+            raise
+        self._map = None
+        self._view = None
         self._held = [0] * _SLOTS      # id of the reply in each slot, 0 when free
 
     @classmethod
-    def create(cls, slot_bytes: int) -> SharedReplies | None:
-        """None where there is no shared memory to be had (no :data:`SHM_DIR`, full)."""
+    def create(cls, max_slot_bytes: int) -> SharedReplies | None:
+        """None where there is no shared memory to be had (no :data:`SHM_DIR`)."""
         try:
-            return cls(slot_bytes)
-        except OSError:
+            return cls(max_slot_bytes)
+        except Exception:  # noqa: BLE001 - any platform without it: the socket then
             return None
 
     def offer(self) -> tuple:
-        """What the driver needs to map the file and check that it is this one (a
+        """What the driver needs to open the file and check that it is this one (a
         driver on another machine, or in another container, finds no such file or
         another token)."""
-        return self.path, self._token, len(self._map)
+        return self.path, self._token
 
     def unlink(self) -> None:
         try:
@@ -234,47 +306,71 @@ class SharedReplies:
         except OSError:
             pass
 
+    def _grow(self, need: int) -> bool:
+        slot = min(self.max_slot_bytes, max(1 << 20, 1 << (need - 1).bit_length()))
+        size = _ALIGN + _SLOTS * slot
+        try:
+            os.posix_fallocate(self._fd, 0, size)
+            mapped = mmap.mmap(self._fd, size)
+        except (OSError, ValueError, AttributeError):
+            self.max_slot_bytes = self.slot_bytes      # full: do not try again
+            return False
+        self._release_map()
+        self._map, self._view = mapped, memoryview(mapped)
+        self.slot_bytes = slot
+        return True
+
     def place(self, call_id: int, raws: list, acked: int) -> int:
-        """Copy a reply's buffers into a free slot; its index, or -1: the reply goes on
-        the socket (too small, too large, or no slot free)."""
+        """Copy a reply's buffers into a free slot; the offset of the first, or -1:
+        the reply goes on the socket (too small, too large, no slot free)."""
         need = sum(_aligned(r.nbytes) for r in raws)
-        if need < SHM_MIN_BYTES or need > self.slot_bytes:
+        if need < SHM_MIN_BYTES or need > self.max_slot_bytes:
             return -1
         free = [k for k, held in enumerate(self._held) if held <= acked]
+        if need > self.slot_bytes and (len(free) < _SLOTS or not self._grow(need)):
+            return -1
         if not free:
             return -1
-        slot = free[0]
-        base = _ALIGN + slot * self.slot_bytes
+        base = _ALIGN + free[0] * self.slot_bytes
         for off, r in zip(_offsets(r.nbytes for r in raws), raws):
             self._view[base + off:base + off + r.nbytes] = r.cast("B")
-        self._held[slot] = call_id
-        return slot
+        self._held[free[0]] = call_id
+        return base
+
+    def _release_map(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._map.close()
+            self._view = self._map = None
 
     def close(self) -> None:
         self.unlink()
-        self._view.release()
-        self._map.close()
+        self._release_map()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class SharedView:
-    """The driver's read-only map of an actor's :class:`SharedReplies`."""
+    """The driver's read-only map of an actor's :class:`SharedReplies`, remapped as
+    the file grows."""
 
-    def __init__(self, path: str, token: bytes, size: int):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            self._map = mmap.mmap(fd, size, prot=mmap.PROT_READ)
-        finally:
-            os.close(fd)
-        self._view = memoryview(self._map)
-        self.slot_bytes = (size - _ALIGN) // _SLOTS
+    def __init__(self, path: str, token: bytes):
+        self._fd = os.open(path, os.O_RDONLY)
+        self._map = None
+        self._view = None
         self.replies = 0        # replies copied out of it
-        if bytes(self._view[:_TOKEN_BYTES]) != token:
+        if os.pread(self._fd, _TOKEN_BYTES, 0) != token:
             self.close()
             raise ValueError("not the actor's shared memory (another machine?)")
+        try:
+            os.unlink(path)     # mapped from here on: nothing to leave behind
+        except OSError:
+            pass
 
     @classmethod
     def accept(cls, offer) -> SharedView | None:
-        """A map of the offered file, or None when it is not this machine's to map."""
+        """A view of the offered file, or None when it is not this machine's to map."""
         if offer is None:
             return None
         try:
@@ -282,24 +378,36 @@ class SharedView:
         except (OSError, ValueError, TypeError):
             return None
 
-    def copy_out(self, slot: int, sizes) -> list:
-        """The slot's buffers, each copied into memory of its own (one pass, no zeroing)."""
-        if not 0 <= slot < _SLOTS:
-            raise ConnectionError(f"a reply in shared-memory slot {slot}")
-        base = _ALIGN + slot * self.slot_bytes
+    def copy_out(self, at: int, sizes) -> list:
+        """The buffers from offset ``at``, each copied into memory of its own (one pass,
+        no zeroing)."""
+        offsets = _offsets(sizes)
+        end = at + (offsets[-1] + sizes[-1] if sizes else 0)
+        if self._map is None or end > len(self._map):
+            size = os.fstat(self._fd).st_size
+            if at < _ALIGN or end > size:
+                raise ConnectionError(f"a reply at {at}..{end} of a {size}-byte shared file")
+            if self._view is not None:
+                self._view.release()
+                self._map.close()
+            self._map = mmap.mmap(self._fd, size, prot=mmap.PROT_READ)
+            self._view = memoryview(self._map)
         out = []
-        for off, n in zip(_offsets(sizes), sizes):
-            if off + n > self.slot_bytes:
-                raise ConnectionError("a reply past the end of its shared-memory slot")
+        for off, n in zip(offsets, sizes):
             buf = np.empty(n, np.uint8)
-            buf[:] = np.frombuffer(self._view, np.uint8, n, base + off)
+            buf[:] = np.frombuffer(self._view, np.uint8, n, at + off)
             out.append(buf)
         self.replies += 1
         return out
 
     def close(self) -> None:
-        self._view.release()
-        self._map.close()
+        if self._view is not None:
+            self._view.release()
+            self._map.close()
+            self._view = self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class ChannelServer:
@@ -324,6 +432,7 @@ class ChannelServer:
 
     def start(self, host: str) -> tuple:
         if self._listener is None:
+            remove_stale_files()
             self._listener = socket.create_server((host, 0))
             self.address = self._listener.getsockname()[:2]
             threading.Thread(target=self._accept_loop, name="shardlearn-channel",
@@ -356,8 +465,13 @@ class ChannelServer:
                 self._on_thread_start()
             acked = 0
             while True:
-                call_id, (method, args), acked = recv_frame(conn)
-                outcome = self._run(call_id, method, args)
+                try:
+                    call_id, (method, args), acked = recv_frame(conn)
+                    outcome = self._run(call_id, method, args)
+                except FrameError as bad:
+                    call_id, acked, method = bad.call_id, bad.ack, "?"
+                    outcome = ("error", RuntimeError(
+                        f"the worker could not unpickle call {call_id}: {bad.cause!r}"))
                 try:
                     main, raws = _dumps(outcome)
                 except Exception as exc:  # noqa: BLE001 - any pickling failure
@@ -366,8 +480,8 @@ class ChannelServer:
                 size = len(main) + sum(r.nbytes for r in raws)
                 if self._max_reply_bytes is not None and size > self._max_reply_bytes:
                     main, raws = _dumps((TOO_LARGE, size))
-                slot = -1 if shared is None else shared.place(call_id, raws, acked)
-                send_parts(conn, _frame(call_id, main, raws, slot=slot))
+                at = -1 if shared is None else shared.place(call_id, raws, acked)
+                send_parts(conn, _frame(call_id, main, raws, shared_at=at))
         except (OSError, EOFError, ConnectionError):
             pass            # the driver went away or gave up on a call: nothing to answer
         finally:
