@@ -14,7 +14,7 @@ import pytest
 import shardlearn
 from shardlearn.data import Dataset
 from shardlearn.runtime import Coordinator, FaultSpec
-from shardlearn.runtime.engines import direct_channel, ray_engine
+from shardlearn.runtime.engines import direct_channel, ray_engine, shared_replies
 from shardlearn.testing import inject_faults, session
 
 N_STEPS = 12
@@ -260,13 +260,13 @@ def _own_shm_files():
     import glob
     import os
 
-    return set(glob.glob(f"{direct_channel.SHM_DIR}/shardlearn-{os.getpid()}-*"))
+    return set(glob.glob(f"{shared_replies.SHM_DIR}/shardlearn-{os.getpid()}-*"))
 
 
 def _needs_shared_memory():
-    probe = direct_channel.SharedReplies.create(1 << 20)
+    probe = shared_replies.SharedReplies.create(1 << 20)
     if probe is None:
-        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+        pytest.skip(f"no {shared_replies.SHM_DIR} on this platform")
     probe.close()
 
 
@@ -318,17 +318,17 @@ def test_a_shared_memory_slot_is_reused_only_once_its_reply_was_read():
 
 def test_shared_memory_of_another_machine_is_declined(tmp_path):
     before = _own_shm_files()
-    shared = direct_channel.SharedReplies.create(1 << 20)
+    shared = shared_replies.SharedReplies.create(1 << 20)
     if shared is None:
-        pytest.skip(f"no {direct_channel.SHM_DIR} on this platform")
+        pytest.skip(f"no {shared_replies.SHM_DIR} on this platform")
     path, token = shared.offer()
     try:
-        assert direct_channel.SharedView.accept((path, b"another token 16", )) is None
-        assert direct_channel.SharedView.accept((path, b"x" * 16)) is None
-        assert direct_channel.SharedView.accept((str(tmp_path / "absent"), token)) is None
-        assert direct_channel.SharedView.accept(None) is None
+        assert shared_replies.SharedView.accept((path, b"another token 16", )) is None
+        assert shared_replies.SharedView.accept((path, b"x" * 16)) is None
+        assert shared_replies.SharedView.accept((str(tmp_path / "absent"), token)) is None
+        assert shared_replies.SharedView.accept(None) is None
         assert _own_shm_files() == before | {path}      # a declined offer leaves it be
-        view = direct_channel.SharedView.accept((path, token))
+        view = shared_replies.SharedView.accept((path, token))
         assert view is not None and _own_shm_files() == before
         view.close()
     finally:
@@ -346,7 +346,7 @@ def test_files_of_dead_actors_are_removed(tmp_path):
     other = tmp_path / "shardlearn-notapid-x"
     for f in (stale, alive, other):
         f.write_bytes(b"t")
-    assert direct_channel.remove_stale_files(str(tmp_path)) == 1
+    assert shared_replies.remove_stale_files(str(tmp_path)) == 1
     assert not stale.exists() and alive.exists() and other.exists()
 
 
