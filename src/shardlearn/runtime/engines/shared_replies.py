@@ -1,7 +1,7 @@
 """Large replies of a Ray actor on the driver's own machine, through shared memory.
 
-A step in which each of 2 workers sends back 2.75 MB took 2.54 ms over loopback
-TCP on a 2-core VM and 1.35 ms this way (``benchmarks/steps.py``): a memory copy
+A step in which each of 2 workers sends back 2.75 MB took 1.68 ms over loopback
+TCP on a 2-core VM and 0.80 ms this way (``benchmarks/steps.py``): a memory copy
 at each end instead of the kernel's socket path, which slows down when both
 workers send at once. The actor writes a reply's arrays into a file in
 ``/dev/shm`` that the driver maps; the channel's frame (see
