@@ -67,7 +67,32 @@ def remove_stale_files(directory: str = SHM_DIR) -> int:
     return removed
 
 
-class SharedReplies:
+class _MappedFile:
+    """An open file and a map of all of it, replaced by a larger one as it grows."""
+
+    _fd: int | None = None
+    _map: mmap.mmap | None = None
+    _view: memoryview | None = None
+
+    def _map_all(self, size: int, **options) -> None:
+        mapped = mmap.mmap(self._fd, size, **options)
+        self._release_map()
+        self._map, self._view = mapped, memoryview(mapped)
+
+    def _release_map(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._map.close()
+            self._view = self._map = None
+
+    def _close(self) -> None:
+        self._release_map()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class SharedReplies(_MappedFile):
     """The actor's end: a file in :data:`SHM_DIR` that holds only a token until the
     first large reply, then :data:`_SLOTS` slots, each as large as the largest reply
     so far (a power of two from 1 MiB up to ``max_slot_bytes``), which the actor
@@ -94,8 +119,6 @@ class SharedReplies:
         except BaseException:
             self.close()
             raise
-        self._map = None
-        self._view = None
         self._held = [0] * _SLOTS      # id of the reply in each slot, 0 when free
 
     @classmethod
@@ -123,12 +146,10 @@ class SharedReplies:
         size = _ALIGN + _SLOTS * slot
         try:
             os.posix_fallocate(self._fd, 0, size)
-            mapped = mmap.mmap(self._fd, size)
+            self._map_all(size)
         except (OSError, ValueError, AttributeError):
             self.max_slot_bytes = self.slot_bytes      # full: do not try again
             return False
-        self._release_map()
-        self._map, self._view = mapped, memoryview(mapped)
         self.slot_bytes = slot
         return True
 
@@ -149,28 +170,17 @@ class SharedReplies:
         self._held[free[0]] = call_id
         return base
 
-    def _release_map(self) -> None:
-        if self._view is not None:
-            self._view.release()
-            self._map.close()
-            self._view = self._map = None
-
     def close(self) -> None:
         self.unlink()
-        self._release_map()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close()
 
 
-class SharedView:
+class SharedView(_MappedFile):
     """The driver's read-only map of an actor's :class:`SharedReplies`, remapped as
     the file grows."""
 
     def __init__(self, path: str, token: bytes):
         self._fd = os.open(path, os.O_RDONLY)
-        self._map = None
-        self._view = None
         self.replies = 0        # replies copied out of it
         if os.pread(self._fd, _TOKEN_BYTES, 0) != token:
             self.close()
@@ -199,11 +209,7 @@ class SharedView:
             size = os.fstat(self._fd).st_size
             if at < _ALIGN or end > size:
                 raise ConnectionError(f"a reply at {at}..{end} of a {size}-byte shared file")
-            if self._view is not None:
-                self._view.release()
-                self._map.close()
-            self._map = mmap.mmap(self._fd, size, prot=mmap.PROT_READ)
-            self._view = memoryview(self._map)
+            self._map_all(size, prot=mmap.PROT_READ)
         out = []
         for off, n in zip(offsets, sizes):
             buf = np.empty(n, np.uint8)
@@ -213,10 +219,4 @@ class SharedView:
         return out
 
     def close(self) -> None:
-        if self._view is not None:
-            self._view.release()
-            self._map.close()
-            self._view = self._map = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._close()
