@@ -2,7 +2,8 @@
 
     python benchmarks/trees.py [--rows 400000] [--test-rows 100000] [--trees 100]
                                [--depth 6] [--rf-rows 160000] [--rf-trees 50]
-                               [--rf-depth 10] [--workers 2] [--no-ray] [--no-rf]
+                               [--rf-depth 10] [--workers 2] [--rounds 3] [--no-ray]
+                               [--no-rf] [--no-gbt]
 
 Data: synthetic Higgs-like binary classification (28 features: 21 "low-level"
 kinematics-like columns and 7 nonlinear "high-level" combinations; labels from a
@@ -13,11 +14,14 @@ the data to the workers and training (a Ray cluster is started before timing).
 AUC is measured on held-out rows. Throughput = rows x features x levels x trees
 per second of fit time (the histogram work a level-wise booster does).
 
-The closing summary prints, from this run: fit time as a multiple of XGBoost's
-(boosting) and scikit-learn's (forest), the AUC differences, and fit time as a
-multiple of the scan floor: one read of the uint8 binned matrix per level (and
-per tree for forests), split over the workers, at the memory bandwidth of a
-numpy sum measured here.
+Every fit runs once a round (``--rounds``, default 3), all in the same order, so
+that a slow minute of a shared machine weighs on both sides of a ratio. The
+closing summary prints, from this run: fit time as a multiple of XGBoost's
+(boosting) and scikit-learn's (forest), each ratio taken within a round, their
+median and each round's; the AUC differences; and fit time as a multiple of the
+scan floor: one read of the uint8 binned matrix per level (and per tree for
+forests), split over the workers, at the memory bandwidth of a numpy sum
+measured here.
 """
 
 from __future__ import annotations
@@ -79,114 +83,122 @@ def main():
     p.add_argument("--rf-rows", type=int, default=160_000)
     p.add_argument("--rf-trees", type=int, default=50)
     p.add_argument("--rf-depth", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of every fit in turn; ratios are taken within a round")
     p.add_argument("--no-ray", action="store_true")
     p.add_argument("--no-rf", action="store_true")
     p.add_argument("--no-gbt", action="store_true")
     args = p.parse_args()
 
-    import shardlearn
-    from shardlearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
-
     X, y = make_higgs_like(args.rows + args.test_rows)
     Xtr, ytr, Xte, yte = X[:args.rows], y[:args.rows], X[args.rows:], y[args.rows:]
-    d = X.shape[1]
     engines = [("local", args.workers)] + ([] if args.no_ray else [("ray", args.workers)])
-    results = []
-
     bw = memory_bandwidth()
     print(f"memory bandwidth (numpy sum, 1 core): {bw / 1e9:.1f} GB/s")
-    times = {}
+    # times[name][round] = (seconds, auc). Every round fits everything once, in the
+    # same order, so a slower minute of a shared machine weighs on both sides of a
+    # ratio; each ratio is taken within a round, and the summary gives their median.
+    times: dict = {}
+    for r in range(args.rounds):
+        print(f"== round {r + 1} of {args.rounds} ==", flush=True)
+        if not args.no_gbt:
+            _boosting_round(args, engines, Xtr, ytr, Xte, yte, times)
+        if not args.no_rf:
+            _forest_round(args, engines, Xtr, ytr, Xte, yte, times)
+    _print_ratios(args, times, bw, X.shape[1])
 
-    def report(name, model, seconds, proba, levels):
-        auc = roc_auc_score(yte, proba(Xte))
-        thr = args.rows * d * levels / seconds if levels else float("nan")
-        results.append((name, seconds, auc, thr))
-        times[name] = (seconds, auc)
-        print(f"{name:<40s} fit {seconds:8.2f} s   AUC {auc:.4f}   "
-              f"{thr / 1e6:9.1f} M rows*features*levels/s", flush=True)
 
-    if not args.no_gbt:
-        print(f"== boosting: {args.rows} x {d} train, {args.test_rows} test, {args.trees} trees, "
-              f"depth {args.depth}, lr {args.lr}, {args.bins} bins ==")
-        levels = args.trees * args.depth
-        for engine, n in engines:
-            with shardlearn.init(engine, n_workers=n):
-                # Warm-up on every worker (one shard each): numba compilation is cached
-                # on disk, but each Ray worker imports the modules and loads the kernels.
-                GradientBoostingClassifier(n_estimators=2, max_depth=2).fit(warmup(Xtr, ytr, n))
-                # Ray: the first large fit on fresh actors, then one on the same (warm)
-                # actors (fresh processes pay for first touches of memory, more on VMs).
-                for run in (["first fit", "warm"] if engine == "ray" else [""]):
-                    est = GradientBoostingClassifier(n_estimators=args.trees,
-                                                     max_depth=args.depth,
-                                                     learning_rate=args.lr, max_bins=args.bins,
-                                                     random_state=0)
-                    m, s = timed(lambda est=est: est.fit(Xtr, ytr))
-                    report(f"GBT {engine}" + (f" {run}" if run else ""), m, s,
-                           lambda Z, m=m: m.predict_proba(Z)[:, 1], levels)
-                    rep = m.fit_report_
-                    print(f"    load {rep.load_s:.2f} s, worker steps {rep.workers_s:.2f} s, "
-                          f"driver {rep.driver_s:.2f} s, {rep.bytes_moved / 1e6:.1f} MB moved",
-                          flush=True)
-        from sklearn.ensemble import HistGradientBoostingClassifier
-        from threadpoolctl import threadpool_limits
+def _report(times, name, seconds, auc, work=None):
+    times.setdefault(name, []).append((seconds, auc))
+    thr = f"   {work / seconds / 1e6:9.1f} M rows*features*levels/s" if work else ""
+    print(f"{name:<40s} fit {seconds:8.2f} s   AUC {auc:.4f}{thr}", flush=True)
 
-        with threadpool_limits(limits=args.workers):
-            m, s = timed(lambda: HistGradientBoostingClassifier(
-                max_iter=args.trees, max_depth=args.depth, max_leaf_nodes=None,
-                learning_rate=args.lr, max_bins=args.bins, early_stopping=False).fit(Xtr, ytr))
-        report("sklearn HistGradientBoosting", m, s,
-               lambda Z: m.predict_proba(Z)[:, 1], levels)
-        try:
-            import xgboost as xgb
 
-            m, s = timed(lambda: xgb.XGBClassifier(
-                n_estimators=args.trees, max_depth=args.depth, learning_rate=args.lr,
-                tree_method="hist", max_bin=args.bins + 1, n_jobs=args.workers).fit(Xtr, ytr))
-            report("XGBoost hist", m, s,
-                   lambda Z: m.predict_proba(Z)[:, 1], levels)
-        except ImportError:
-            print("xgboost not installed")
-        try:
-            import lightgbm as lgb
+def _boosting_round(args, engines, Xtr, ytr, Xte, yte, times):
+    import shardlearn
+    from shardlearn.ensemble import GradientBoostingClassifier
 
-            m, s = timed(lambda: lgb.LGBMClassifier(
-                n_estimators=args.trees, max_depth=args.depth, num_leaves=2 ** args.depth,
-                learning_rate=args.lr, max_bin=args.bins, n_jobs=args.workers,
-                verbose=-1).fit(Xtr, ytr))
-            report("LightGBM", m, s,
-                   lambda Z: m.predict_proba(Z)[:, 1], levels)
-        except ImportError:
-            print("lightgbm not installed")
+    work = args.rows * Xtr.shape[1] * args.trees * args.depth
 
-    if not args.no_rf:
-        n = args.rf_rows
-        print(f"== random forest: {n} x {d} train, {args.rf_trees} trees, depth {args.rf_depth}, "
-              f"max_features sqrt ==")
-        Xr, yr = Xtr[:n], ytr[:n]
-        for engine, k in engines:
-            with shardlearn.init(engine, n_workers=k):
-                RandomForestClassifier(n_estimators=2, max_depth=2).fit(warmup(Xr, yr, k))
-                for run in (["first fit", "warm"] if engine == "ray" else [""]):
-                    m, s = timed(lambda: RandomForestClassifier(
-                        n_estimators=args.rf_trees, max_depth=args.rf_depth, max_bins=args.bins,
-                        random_state=0).fit(Xr, yr))
-                    auc = roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
-                    name = f"RF {engine}" + (f" {run}" if run else "")
-                    times[name] = (s, auc)
-                    print(f"{name:<40s} fit {s:8.2f} s   AUC {auc:.4f}   "
-                          f"{n * d * args.rf_depth * args.rf_trees / s / 1e6:9.1f} M "
-                          "rows*features*levels/s", flush=True)
-        from sklearn.ensemble import RandomForestClassifier as SkRF
+    def auc(m):
+        return roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
 
-        m, s = timed(lambda: SkRF(n_estimators=args.rf_trees, max_depth=args.rf_depth,
-                                  n_jobs=args.workers, random_state=0).fit(Xr, yr))
-        auc = roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
-        times["sklearn RandomForest"] = (s, auc)
-        print(f"{'sklearn RandomForest (n_jobs=' + str(args.workers) + ')':<40s} fit {s:8.2f} s   "
-              f"AUC {auc:.4f}", flush=True)
+    for engine, n in engines:
+        with shardlearn.init(engine, n_workers=n):
+            # Warm-up on every worker (one shard each): numba compilation is cached
+            # on disk, but each Ray worker imports the modules and loads the kernels.
+            GradientBoostingClassifier(n_estimators=2, max_depth=2).fit(warmup(Xtr, ytr, n))
+            # Ray: the first large fit on fresh actors (a new cluster every round),
+            # then one on the same (warm) actors (fresh processes pay for first
+            # touches of memory, more on VMs).
+            for run in (["first fit", "warm"] if engine == "ray" else [""]):
+                est = GradientBoostingClassifier(n_estimators=args.trees, max_depth=args.depth,
+                                                 learning_rate=args.lr, max_bins=args.bins,
+                                                 random_state=0)
+                m, s = timed(lambda est=est: est.fit(Xtr, ytr))
+                _report(times, f"GBT {engine}" + (f" {run}" if run else ""), s, auc(m), work)
+                rep = m.fit_report_
+                print(f"    load {rep.load_s:.2f} s, worker steps {rep.workers_s:.2f} s, "
+                      f"driver {rep.driver_s:.2f} s, {rep.bytes_moved / 1e6:.1f} MB moved",
+                      flush=True)
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
-    print(f"== ratios ({args.workers} workers / threads everywhere) ==")
+    with threadpool_limits(limits=args.workers):
+        m, s = timed(lambda: HistGradientBoostingClassifier(
+            max_iter=args.trees, max_depth=args.depth, max_leaf_nodes=None,
+            learning_rate=args.lr, max_bins=args.bins, early_stopping=False).fit(Xtr, ytr))
+    _report(times, "sklearn HistGradientBoosting", s, auc(m), work)
+    try:
+        import xgboost as xgb
+
+        m, s = timed(lambda: xgb.XGBClassifier(
+            n_estimators=args.trees, max_depth=args.depth, learning_rate=args.lr,
+            tree_method="hist", max_bin=args.bins + 1, n_jobs=args.workers).fit(Xtr, ytr))
+        _report(times, "XGBoost hist", s, auc(m), work)
+    except ImportError:
+        print("xgboost not installed")
+    try:
+        import lightgbm as lgb
+
+        m, s = timed(lambda: lgb.LGBMClassifier(
+            n_estimators=args.trees, max_depth=args.depth, num_leaves=2 ** args.depth,
+            learning_rate=args.lr, max_bin=args.bins, n_jobs=args.workers,
+            verbose=-1).fit(Xtr, ytr))
+        _report(times, "LightGBM", s, auc(m), work)
+    except ImportError:
+        print("lightgbm not installed")
+
+
+def _forest_round(args, engines, Xtr, ytr, Xte, yte, times):
+    from sklearn.ensemble import RandomForestClassifier as SkRF
+
+    import shardlearn
+    from shardlearn.ensemble import RandomForestClassifier
+
+    n = args.rf_rows
+    Xr, yr = Xtr[:n], ytr[:n]
+    work = n * Xtr.shape[1] * args.rf_depth * args.rf_trees
+
+    def auc(m):
+        return roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
+
+    for engine, k in engines:
+        with shardlearn.init(engine, n_workers=k):
+            RandomForestClassifier(n_estimators=2, max_depth=2).fit(warmup(Xr, yr, k))
+            for run in (["first fit", "warm"] if engine == "ray" else [""]):
+                m, s = timed(lambda: RandomForestClassifier(
+                    n_estimators=args.rf_trees, max_depth=args.rf_depth, max_bins=args.bins,
+                    random_state=0).fit(Xr, yr))
+                _report(times, f"RF {engine}" + (f" {run}" if run else ""), s, auc(m), work)
+    m, s = timed(lambda: SkRF(n_estimators=args.rf_trees, max_depth=args.rf_depth,
+                              n_jobs=args.workers, random_state=0).fit(Xr, yr))
+    _report(times, "sklearn RandomForest", s, auc(m))
+
+
+def _print_ratios(args, times, bw, d):
+    print(f"== ratios ({args.workers} workers / threads everywhere; median of the "
+          f"{args.rounds} rounds' own ratios, then each round's) ==")
     gbt_floor = args.trees * args.depth * args.rows * d / (bw * args.workers)
     rf_floor = args.rf_trees * args.rf_depth * args.rf_rows * d / (bw * args.workers)
     for ours, ref, floor in (("GBT local", "XGBoost hist", gbt_floor),
@@ -197,10 +209,16 @@ def main():
                              ("RF local", "sklearn RandomForest", rf_floor),
                              ("RF ray first fit", "sklearn RandomForest", rf_floor),
                              ("RF ray warm", "sklearn RandomForest", rf_floor)):
-        if ours in times and ref in times:
-            (t, a), (tr, ar) = times[ours], times[ref]
-            extra = f"   {t / floor:6.1f}x the binned scan floor" if floor else ""
-            print(f"{ours:<17s} / {ref:<28s} time {t / tr:5.2f}x   AUC {a - ar:+.4f}{extra}")
+        if ours not in times or ref not in times:
+            continue
+        pairs = list(zip(times[ours], times[ref]))
+        ratios = [t / tr for (t, _), (tr, _) in pairs]
+        auc_gap = float(np.median([a - ar for (_, a), (_, ar) in pairs]))
+        t_med = float(np.median([t for t, _ in times[ours]]))
+        extra = f"   {t_med / floor:6.1f}x the binned scan floor" if floor else ""
+        each = " ".join(f"{x:.2f}" for x in ratios)
+        print(f"{ours:<17s} / {ref:<28s} time {np.median(ratios):5.2f}x ({each})   "
+              f"AUC {auc_gap:+.4f}{extra}")
 
 
 if __name__ == "__main__":
