@@ -142,34 +142,44 @@ def _report(times, name, seconds, auc, work=None):
     print(f"{name:<40s} fit {seconds:8.2f} s   AUC {auc:.4f}{thr}", flush=True)
 
 
-def _boosting_round(args, engines, Xtr, ytr, Xte, yte, times):
+def _fit_ours(times, label, engines, cls, params, X, y, auc, work, details=False):
+    """shardlearn's fits of one round: per engine, a warm-up, then one timed fit
+    (Ray: the first on fresh actors, a new cluster every round, then a warm one:
+    fresh processes pay for first touches of memory, more on VMs)."""
     import shardlearn
-    from shardlearn.ensemble import GradientBoostingClassifier
-
-    work = args.rows * Xtr.shape[1] * args.trees * args.depth
-
-    def auc(m):
-        return roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
 
     for engine, n in engines:
         with shardlearn.init(engine, n_workers=n):
             # Warm-up on every worker (one shard each): numba compilation is cached
             # on disk, but each Ray worker imports the modules and loads the kernels.
-            GradientBoostingClassifier(n_estimators=2, max_depth=2).fit(warmup(Xtr, ytr, n))
-            # Ray: the first large fit on fresh actors (a new cluster every round),
-            # then one on the same (warm) actors (fresh processes pay for first
-            # touches of memory, more on VMs).
+            cls(n_estimators=2, max_depth=2).fit(warmup(X, y, n))
             for run in (["first fit", "warm"] if engine == "ray" else [""]):
-                est = GradientBoostingClassifier(n_estimators=args.trees, max_depth=args.depth,
-                                                 learning_rate=args.lr, max_bins=args.bins,
-                                                 random_state=0)
-                m, s = timed(lambda est=est: est.fit(Xtr, ytr))
-                _report(times, f"GBT {engine}" + (f" {run}" if run else ""), s, auc(m), work)
-                rep = m.fit_report_
-                print(f"    load {rep.load_s:.2f} s, worker steps {rep.workers_s:.2f} s, "
-                      f"driver {rep.driver_s:.2f} s, {rep.bytes_moved / 1e6:.1f} MB moved",
-                      flush=True)
+                m, s = timed(lambda: cls(**params).fit(X, y))
+                _report(times, f"{label} {engine}" + (f" {run}" if run else ""), s, auc(m), work)
+                if details:
+                    rep = m.fit_report_
+                    print(f"    load {rep.load_s:.2f} s, worker steps {rep.workers_s:.2f} s, "
+                          f"driver {rep.driver_s:.2f} s, {rep.bytes_moved / 1e6:.1f} MB moved",
+                          flush=True)
         _settle(engine)
+
+
+def _auc_on(Xte, yte):
+    def auc(model):
+        return roc_auc_score(yte, model.predict_proba(Xte)[:, 1])
+
+    return auc
+
+
+def _boosting_round(args, engines, Xtr, ytr, Xte, yte, times):
+    from shardlearn.ensemble import GradientBoostingClassifier
+
+    work = args.rows * Xtr.shape[1] * args.trees * args.depth
+    auc = _auc_on(Xte, yte)
+    _fit_ours(times, "GBT", engines, GradientBoostingClassifier,
+              dict(n_estimators=args.trees, max_depth=args.depth, learning_rate=args.lr,
+                   max_bins=args.bins, random_state=0),
+              Xtr, ytr, auc, work, details=True)
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
@@ -202,25 +212,15 @@ def _boosting_round(args, engines, Xtr, ytr, Xte, yte, times):
 def _forest_round(args, engines, Xtr, ytr, Xte, yte, times):
     from sklearn.ensemble import RandomForestClassifier as SkRF
 
-    import shardlearn
     from shardlearn.ensemble import RandomForestClassifier
 
     n = args.rf_rows
     Xr, yr = Xtr[:n], ytr[:n]
-    work = n * Xtr.shape[1] * args.rf_depth * args.rf_trees
-
-    def auc(m):
-        return roc_auc_score(yte, m.predict_proba(Xte)[:, 1])
-
-    for engine, k in engines:
-        with shardlearn.init(engine, n_workers=k):
-            RandomForestClassifier(n_estimators=2, max_depth=2).fit(warmup(Xr, yr, k))
-            for run in (["first fit", "warm"] if engine == "ray" else [""]):
-                m, s = timed(lambda: RandomForestClassifier(
-                    n_estimators=args.rf_trees, max_depth=args.rf_depth, max_bins=args.bins,
-                    random_state=0).fit(Xr, yr))
-                _report(times, f"RF {engine}" + (f" {run}" if run else ""), s, auc(m), work)
-        _settle(engine)
+    auc = _auc_on(Xte, yte)
+    _fit_ours(times, "RF", engines, RandomForestClassifier,
+              dict(n_estimators=args.rf_trees, max_depth=args.rf_depth, max_bins=args.bins,
+                   random_state=0),
+              Xr, yr, auc, n * Xtr.shape[1] * args.rf_depth * args.rf_trees)
     m, s = timed(lambda: SkRF(n_estimators=args.rf_trees, max_depth=args.rf_depth,
                               n_jobs=args.workers, random_state=0).fit(Xr, yr))
     _report(times, "sklearn RandomForest", s, auc(m))
