@@ -723,8 +723,7 @@ class DataParallel:
             totals = tot
         siblings = None
         first = parts[0]
-        if first is None or (len(parts) == 1 and not derived and first.flags.writeable
-                             and first.dtype == np.dtype(self.hist_dtype)):
+        if first is None or (not derived and _usable_as_is(parts, self.hist_dtype)):
             hist, parts = first, None          # nothing to add up
         else:
             # The larger siblings go after the built nodes in one array; the workers'
@@ -819,10 +818,9 @@ def _sum_parts(parts, out=None, dtype=None):
         return None
     first = parts[0]
     if out is None:
-        target = first.dtype if dtype is None else np.dtype(dtype)
-        if len(parts) == 1 and first.dtype == target and first.flags.writeable:
+        if _usable_as_is(parts, first.dtype if dtype is None else dtype):
             return first
-        out = np.empty(first.shape, dtype=target)
+        out = np.empty(first.shape, dtype=first.dtype if dtype is None else dtype)
     if len(parts) == 1:
         out[...] = first
         return out
@@ -830,6 +828,12 @@ def _sum_parts(parts, out=None, dtype=None):
     for p in parts[2:]:
         _add_widened(out, p, out)
     return out
+
+
+def _usable_as_is(parts, dtype) -> bool:
+    """One part, of ``dtype`` and writable (Ray hands back read-only views of its
+    object store): it is the sum already."""
+    return len(parts) == 1 and parts[0].dtype == np.dtype(dtype) and parts[0].flags.writeable
 
 
 def _add_widened(a, b, out):
