@@ -51,7 +51,7 @@ FRAME_TIMEOUT_S = 30.0
 #: TCP keepalive (where the platform has the options): a peer machine that is
 #: gone without closing its sockets shows as a broken channel in about 25 s.
 _KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
-#: Slot size of a server without a reply limit.
+#: Largest shared-memory slot of a server without a reply limit.
 DEFAULT_SHARED_BYTES = 8 * 2**20
 #: The reply sent instead of an outcome whose arrays exceed the server's
 #: ``max_reply_bytes``: the caller fetches it another way (see ChannelServer).

@@ -19,7 +19,7 @@ ACTOR_START_TIMEOUT_S = 120.0
 #: direct channel (see ``submit_many``).
 CHANNEL_ENV = "SHARDLEARN_RAY_CHANNEL"
 #: Set to "0" to have large replies of actors on the driver's machine come over the
-#: channel's socket too, not through shared memory (see :mod:`.direct_channel`).
+#: channel's socket too, not through shared memory (see :mod:`.shared_replies`).
 SHARED_MEMORY_ENV = "SHARDLEARN_RAY_SHM"
 #: Results with more array bytes than this come back through the object store (the
 #: channel says so and the driver collects them as a task). Measured on a 2-core

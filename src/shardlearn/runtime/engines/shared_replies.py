@@ -98,7 +98,7 @@ class SharedReplies(_MappedFile):
     so far (a power of two from 1 MiB up to ``max_slot_bytes``), which the actor
     writes and the driver only reads.
 
-    The file is unlinked once the driver has mapped it (the driver unlinks it; the
+    The file is unlinked once the driver has opened it (the driver unlinks it; the
     actor does too, after the driver's answer), so nothing is left behind when
     either process dies later; a file left by an actor killed in the handshake is
     removed by :func:`remove_stale_files`. Its pages are reserved when it grows
@@ -205,9 +205,11 @@ class SharedView(_MappedFile):
         no zeroing)."""
         offsets = _offsets(sizes)
         end = at + (offsets[-1] + sizes[-1] if sizes else 0)
+        if at < _ALIGN:
+            raise ConnectionError(f"a reply at {at}, inside the shared file's token")
         if self._map is None or end > len(self._map):
             size = os.fstat(self._fd).st_size
-            if at < _ALIGN or end > size:
+            if end > size:
                 raise ConnectionError(f"a reply at {at}..{end} of a {size}-byte shared file")
             self._map_all(size, prot=mmap.PROT_READ)
         out = []
