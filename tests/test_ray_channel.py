@@ -271,6 +271,42 @@ def _needs_shared_memory():
 
 
 @pytest.mark.timeout(60)
+def test_arguments_shared_by_a_steps_requests_are_pickled_once_and_arrive_in_place():
+    address, secret = _serve(_echo)
+    clients = [direct_channel.ChannelClient(address, secret) for _ in range(2)]
+    big = np.arange(20_000, dtype=np.float64)            # out of band (160 kB)
+    small = np.arange(6, dtype=np.int32).reshape(2, 3)   # in band
+    table = (small, big)
+    calls = [("key", "step", table, [0, 2], big, 7, np.zeros(2)),
+             ("key", "step", table, [1, 3], big, 7, np.zeros(2))]
+    positions = direct_channel.shared_positions(calls)
+    # The same objects only, not equal ones ("key" and 7 are the same objects here).
+    assert positions == (0, 1, 2, 4, 5)
+    shared = direct_channel.SharedArgs(positions, tuple(calls[0][k] for k in positions))
+    assert len(shared.raws) == 1                          # `big` once, though passed twice
+    for i, (client, args) in enumerate(zip(clients, calls)):
+        parts = client.request(10 + i, "echo", args, shared)
+        assert len(parts) == 2
+        client.send(parts)
+        kind, (method, got) = client.read(10 + i, timeout=10)
+        assert kind == "ok" and method == "echo" and len(got) == len(args)
+        assert got[0] == "key" and got[1] == "step" and got[3] == args[3] and got[5] == 7
+        assert np.array_equal(got[2][0], small) and got[2][0].dtype == np.int32
+        assert np.array_equal(got[2][1], big) and np.array_equal(got[4], big)
+        assert np.array_equal(got[6], np.zeros(2))
+    assert direct_channel.shared_positions(calls[:1]) == ()          # one call: nothing
+    assert direct_channel.shared_positions([("a", 1), ("a",)]) == ()  # unequal lengths
+    # A request whose own arguments have a large array sends everything in one pickle.
+    own = ("key", "step", table, np.ones(50_000), big, 7, None)
+    parts = clients[0].request(20, "echo", own, shared)
+    clients[0].send(parts)
+    _, (_, got) = clients[0].read(20, timeout=10)
+    assert np.array_equal(got[3], own[3]) and np.array_equal(got[4], big)
+    for c in clients:
+        c.close()
+
+
+@pytest.mark.timeout(60)
 def test_large_replies_come_through_shared_memory_exactly():
     _needs_shared_memory()
     before = _own_shm_files()
@@ -369,7 +405,7 @@ def test_a_call_the_worker_cannot_unpickle_is_answered_with_an_error():
     address, secret = _serve(_echo)
     client = direct_channel.ChannelClient(address, secret)
     main = b"\x80\x04cno_such_module_xyz\nthing\n."     # a global from nowhere
-    client.send([direct_channel._HEAD.pack(1, len(main), 0, -1, 0) + main])
+    client.send([direct_channel._HEAD.pack(1, len(main), 0, -1, 0, 0) + main])
     kind, err = client.read(1, timeout=10)
     assert kind == "error" and "could not unpickle call 1" in str(err)
     assert "no_such_module_xyz" in str(err)

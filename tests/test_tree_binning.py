@@ -315,6 +315,27 @@ def test_vectorised_split_search_equals_the_scalar_loop_bit_for_bit(crit, limits
     assert np.isfinite(gain).sum() >= 10 and mleft.any()
 
 
+
+@pytest.mark.parametrize("channels", [2, 3, 4])
+def test_subtraction_of_any_layout_equals_numpy_with_empty_bins_zeroed(channels):
+    from shardlearn.algorithms.tree._kernels import subtract_into
+
+    rng = np.random.default_rng(channels)
+    parent = rng.integers(0, 4, size=(4, 9, channels)).astype(np.float64)
+    child = np.minimum(parent, rng.integers(0, 4, size=parent.shape))
+    child[..., :-1] += 0.5                  # values left where no row is: must go to 0
+    expect = parent - child
+    expect[expect[..., -1] == 0.0] = 0.0
+    wide = np.full((4, 9, 2 * channels), 7.0)
+    for out in (np.empty_like(parent), wide[..., :channels]):    # contiguous, a view
+        for p in (parent, np.asfortranarray(parent)):
+            out[...] = 7.0
+            subtract_into(p, child, out)
+            np.testing.assert_array_equal(out, expect)
+            assert not np.signbit(out[expect[..., -1] == 0.0]).any()
+    assert (wide[..., channels:] == 7.0).all()          # nothing written beside the view
+
+
 def test_chunked_search_with_siblings_equals_the_serial_one(monkeypatch):
     # The coordinator's search cut in chunks on threads, each chunk also filling its
     # larger siblings (parent - smaller child): the same histograms and best splits.
@@ -348,16 +369,19 @@ def test_chunked_search_with_siblings_equals_the_serial_one(monkeypatch):
     half = np.floor(built / (2 * q)) * q
     parts = [half.astype(np.float32), (built - half).astype(np.float32)]
     assert np.array_equal(parts[0].astype(np.float64) + parts[1], built)
-    hist = np.full((n + d, F, B, 3), np.nan)
-    small = small[::-1]                          # siblings from the other chunks' rows
-    want_hist = with_siblings(built, parents, small)
-    monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 10**9)
-    want = G._search_in_parallel(want_hist.copy(), totals, p, None, None)
-    monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 20)
-    got = G._search_in_parallel(hist, totals, p, None, None, (n, parents, small), parts)
-    np.testing.assert_array_equal(hist, want_hist)
-    for f in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
-        np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+    # Siblings in the order of their smaller children (each chunk adds, subtracts and
+    # searches its own rows), then in another order (all chunks add first).
+    for small in (list(range(d)), list(range(d))[::-1]):
+        hist = np.full((n + d, F, B, 3), np.nan)
+        want_hist = with_siblings(built, parents, small)
+        totals = want_hist[:, 0].sum(axis=1)
+        monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 10**9)
+        want = G._search_in_parallel(want_hist.copy(), totals, p, None, None)
+        monkeypatch.setattr(G, "PARALLEL_SEARCH_MIN_NODES", 20)
+        got = G._search_in_parallel(hist, totals, p, None, None, (n, parents, small), parts)
+        np.testing.assert_array_equal(hist, want_hist)
+        for f in ("gain", "feature", "bin", "missing_left", "bin_hi", "left"):
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -867,17 +867,20 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
     small_rows)``: rows ``n + k`` of ``hist`` are still to be filled with
     ``parents[k] - hist[small_rows[k]]`` (:func:`.splitting.with_siblings`); each
     chunk fills its own once every chunk has added its rows (a sibling's smaller
-    child may be another chunk's).
+    child may be another chunk's). Every chunk takes a share of the built rows and
+    one of the siblings: with the siblings in a chunk of their own, that chunk did
+    all the subtractions and the others waited for it.
     """
     S = hist.shape[0]
     n_built = S if siblings is None else siblings[0]
 
     def merge(a, b):
-        if parts is not None and a < min(b, n_built):
-            b = min(b, n_built)
+        if parts is not None and a < b:
             _sum_parts([p[a:b] for p in parts], out=hist[a:b])
 
     def search(a, b):
+        if a >= b:
+            return BestSplits.empty(0, hist.shape[-1])
         if siblings is not None:
             n, parents, small = siblings
             for k in range(max(a, n) - n, max(b - n, 0)):
@@ -889,26 +892,44 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
 
     n_threads = min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, S // PARALLEL_SEARCH_MIN_NODES)
     if n_threads < 2:
-        merge(0, S)
+        merge(0, n_built)
         return search(0, S)
     if not _search_pool:
         _search_pool.append(ThreadPoolExecutor(PARALLEL_SEARCH_MAX_THREADS - 1,
                                                thread_name_prefix="shardlearn-split"))
-    cuts = np.linspace(0, S, n_threads + 1).astype(int)
-    if parts is not None:
-        _on_threads(merge, cuts)
-    found = _on_threads(search, cuts)
+    built = np.linspace(0, n_built, n_threads + 1).astype(int)
+    small = np.asarray(siblings[2] if siblings is not None else [], np.int64)
+    if small.size == 0 or np.all(small[1:] >= small[:-1]):
+        # Siblings in the order of their smaller children (as level-wise growth makes
+        # them): a chunk's siblings need only its own built rows, so each chunk adds,
+        # subtracts and searches in one go, one hand-off a level.
+        derived = n_built + np.searchsorted(small, built)
+        derived[-1] = S
+
+        def chunk(a, b, c, d):
+            merge(a, b)
+            return search(a, b), search(c, d)
+    else:
+        derived = np.linspace(n_built, S, n_threads + 1).astype(int)
+        if parts is not None:
+            _on_threads(merge, list(zip(built[:-1], built[1:])))
+
+        def chunk(a, b, c, d):
+            return search(a, b), search(c, d)
+    found = _on_threads(chunk, list(zip(built[:-1], built[1:], derived[:-1], derived[1:])))
+    # Back in row order: every chunk's built rows, then every chunk's siblings.
+    found = [f[0] for f in found] + [f[1] for f in found]
     return BestSplits(*(np.concatenate([getattr(p, f.name) for p in found])
                         for f in dataclasses.fields(BestSplits)))
 
 
-def _on_threads(fn, cuts):
-    """``[fn(cuts[k], cuts[k + 1]) for k ...]``, the first on the calling thread (one
+def _on_threads(fn, chunks):
+    """``[fn(*chunk) for chunk in chunks]``, the first on the calling thread (one
     hand-off fewer), the others on the pool. No task waits for another, so calls
     from several threads at once cannot starve the pool."""
-    futures = [_search_pool[0].submit(fn, cuts[k], cuts[k + 1]) for k in range(1, len(cuts) - 1)]
+    futures = [_search_pool[0].submit(fn, *c) for c in chunks[1:]]
     try:
-        first = fn(cuts[0], cuts[1])
+        first = fn(*chunks[0])
     finally:
         rest = [f.result() for f in futures]
     return [first, *rest]

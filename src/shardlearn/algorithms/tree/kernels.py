@@ -235,7 +235,9 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         bounds = np.array([a for _, a, _ in blocks] + [n], np.int64)
         sums = np.zeros((len(blocks), 4))
         mv = moves if moves is not None else (_NO_MOVE,) * 7
-        fits = boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], np.asarray(y, np.float64), sw,
+        if state.get("y_float") is None:        # class indices as floats, once a fit
+            state["y_float"] = np.asarray(y, np.float64)
+        fits = boost_rows(LOSS_CODES[spec["loss"]], raw[:, 0], state["y_float"], sw,
                           train, state["pos"][0], lv, has, grids[0], grids[1], vals[0], pk,
                           bounds, sums, state["Xb"], moves is not None, mv[0][0], mv[1][0],
                           mv[2][0], mv[3][0], mv[4][0])

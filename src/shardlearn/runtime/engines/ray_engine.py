@@ -218,6 +218,7 @@ class RayEngine(Engine):
         arguments, or to a worker whose channel cannot open, is an actor task.
         Same values either way."""
         pending = []
+        shared = self._shared_args(calls)
         for worker, method, *args in calls:
             client = None if _holds_object_refs(self._ray, args) else self._channel(worker)
             if client is None:
@@ -225,7 +226,7 @@ class RayEngine(Engine):
                 continue
             self._call_id += 1
             try:
-                parts = client.request(self._call_id, method, tuple(args))
+                parts = client.request(self._call_id, method, tuple(args), shared)
             except Exception:  # noqa: BLE001 - Ray's own pickling says what is wrong
                 pending.append(self.submit(worker, method, *args))
                 continue
@@ -239,6 +240,19 @@ class RayEngine(Engine):
             self.channel_calls += 1
             pending.append(call)
         return pending
+
+    def _shared_args(self, calls):
+        """The arguments every call passes (the same objects), pickled once for all
+        channels; None if there are none, or they do not pickle (then each call
+        finds out for itself, and goes as a task if it must)."""
+        positions = direct_channel.shared_positions([c[2:] for c in calls])
+        if not positions or self._channel_off:
+            return None
+        first = calls[0][2:]
+        try:
+            return direct_channel.SharedArgs(positions, tuple(first[k] for k in positions))
+        except Exception:  # noqa: BLE001 - e.g. a lock: Ray's pickling reports it
+            return None
 
     def _channel(self, worker: int):
         """The worker's channel, opened on first use; None when off or it cannot open."""
