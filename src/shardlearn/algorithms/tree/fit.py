@@ -323,8 +323,9 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
     F = dataset.n_features
     n_col = max(1, int(round(colsample * F))) if colsample < 1.0 else F
     forests, train_hist, val_hist = [], [], []
-    # positions, gradients/hessians, raw scores, loss temporaries per tree; labels...
-    per_row = 4 * Kt + 16 * Kt + 8 * Kt + 24 * Kt + 8 + 25
+    # positions, gradients/hessians, raw scores, loss temporaries per tree; labels (and
+    # as floats, for the one-tree row pass)...
+    per_row = 4 * Kt + 16 * Kt + 8 * Kt + 24 * Kt + 8 + 8 + 25
     with TreeFit(dataset, spec, params, 3, max_bins=max_bins, parallel=parallel,
                  name=estimator, state_bytes_per_row=per_row, session=session) as tf:
         sums = _fold(tf.block_sums)
