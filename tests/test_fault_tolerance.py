@@ -357,3 +357,24 @@ def test_shards_moved_mid_fit_give_the_same_model(name):
             model = est.__class__(**est.get_params()).fit(ds)
     assert model.fit_report_.moves, "no shard was moved"
     assert _same(getattr(model, attr), reference)
+
+
+def test_the_balancer_is_asked_again_only_after_a_new_sample():
+    # It decides from the cost samples and the placement alone: steps too short to
+    # sample (below min_step_s) must not make it decide again, long ones must.
+    from shardlearn.runtime.balancing import RebalancePolicy
+
+    class Counting(RebalancePolicy):
+        calls = 0
+
+        def decide(self, placement, shard_rows, cost):
+            Counting.calls += 1
+            return super().decide(placement, shard_rows, cost)
+
+    policy = Counting(min_samples=1, min_step_s=0.02)
+    ds = Dataset.from_arrays(np.ones((40, 2)), np.arange(40.0), n_shards=4)
+    with session("local", n_workers=2, rebalance=policy) as s:
+        with Coordinator(ds, s) as coord:
+            for seconds_per_row in (0.0, 0.0, 0.003, 0.0, 0.0, 0.003, 0.003, 0.0):
+                coord.map(sleepy_rows, seconds_per_row)
+    assert Counting.calls == 3

@@ -100,6 +100,10 @@ class Coordinator:
         self.balancer = (rebalance if isinstance(rebalance, RebalancePolicy)
                          else RebalancePolicy() if rebalance else None)
         self._cost_samples = [deque(maxlen=64) for _ in range(self.engine.n_workers)]
+        # (samples taken, moves made) when the balancer last looked: it decides from
+        # those alone, so it is asked again only once one of them has changed.
+        self._samples_taken = 0
+        self._balanced_at = None
         # Steps that rebuild per-shard state on a replacement worker, in order:
         # (name, kernel, call_args); "latest" entries are replaced by their next call.
         self._restore_log: list[tuple[str, Callable, tuple, str]] = []
@@ -283,10 +287,15 @@ class Coordinator:
             return  # timer noise and call overhead dominate: nothing worth moving for
         for w, cost in relative_costs(seconds, rows).items():
             self._cost_samples[w].append(cost)
+        self._samples_taken += 1
 
     def _maybe_rebalance(self):
         if self.balancer is None or len(self.placement) < 2:
             return
+        seen = (self._samples_taken, len(self.report.moves))
+        if seen == self._balanced_at:
+            return          # the same samples and placement: the same answer as last time
+        self._balanced_at = seen
         samples = self._cost_samples
         need = self.balancer.samples_needed(len(self.report.moves))
         if any(len(samples[w]) < need for w, ids in enumerate(self.placement) if ids):

@@ -164,8 +164,10 @@ class BinEdges:
         bin_hi = np.asarray(bin_hi, np.int64)
         n_thr, thr, vals = self.split_tables() if tables is None else tables
         n = n_thr[feature]
-        lo = np.clip(bin_lo - 1, 0, thr.shape[1] - 1)
-        hi = np.clip(bin_hi - 1, 0, thr.shape[1] - 1)
+        # minimum/maximum, not np.clip: the same ints, without clip's 10-20 us a call.
+        top = thr.shape[1] - 1
+        lo = np.minimum(np.maximum(bin_lo - 1, 0), top)
+        hi = np.minimum(np.maximum(bin_hi - 1, 0), top)
         a, b = vals[feature, lo], vals[feature, hi]
         mid = a / 2.0 + b / 2.0
         mid = np.where(mid >= b, a, mid)
