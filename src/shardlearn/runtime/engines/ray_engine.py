@@ -249,8 +249,11 @@ class RayEngine(Engine):
         if not positions or self._channel_off:
             return None
         first = calls[0][2:]
+        values = tuple(first[k] for k in positions)
+        if _holds_object_refs(self._ray, values):
+            return None         # every call goes as an actor task: nothing to pickle here
         try:
-            return direct_channel.SharedArgs(positions, tuple(first[k] for k in positions))
+            return direct_channel.SharedArgs(positions, values)
         except Exception:  # noqa: BLE001 - e.g. a lock: Ray's pickling reports it
             return None
 
