@@ -899,23 +899,24 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
                                                thread_name_prefix="shardlearn-split"))
     built = np.linspace(0, n_built, n_threads + 1).astype(int)
     small = np.asarray(siblings[2] if siblings is not None else [], np.int64)
-    if small.size == 0 or np.all(small[1:] >= small[:-1]):
-        # Siblings in the order of their smaller children (as level-wise growth makes
-        # them): a chunk's siblings need only its own built rows, so each chunk adds,
-        # subtracts and searches in one go, one hand-off a level.
+    # Siblings in the order of their smaller children (as level-wise growth makes
+    # them): a chunk's siblings need only its own built rows, so each chunk adds,
+    # subtracts and searches in one go, one hand-off a level. Otherwise every chunk
+    # adds its rows before any chunk subtracts.
+    in_order = small.size == 0 or bool(np.all(small[1:] >= small[:-1]))
+    if in_order:
         derived = n_built + np.searchsorted(small, built)
         derived[-1] = S
-
-        def chunk(a, b, c, d):
-            merge(a, b)
-            return search(a, b), search(c, d)
     else:
         derived = np.linspace(n_built, S, n_threads + 1).astype(int)
         if parts is not None:
             _on_threads(merge, list(zip(built[:-1], built[1:])))
 
-        def chunk(a, b, c, d):
-            return search(a, b), search(c, d)
+    def chunk(a, b, c, d):
+        if in_order:
+            merge(a, b)
+        return search(a, b), search(c, d)
+
     found = _on_threads(chunk, list(zip(built[:-1], built[1:], derived[:-1], derived[1:])))
     # Back in row order: every chunk's built rows, then every chunk's siblings.
     found = [f[0] for f in found] + [f[1] for f in found]

@@ -170,8 +170,9 @@ def encode(call_id: int, obj, ack: int = 0) -> list:
 
 def encode_request(call_id: int, method: str, args: tuple, ack: int = 0,
                    shared: SharedArgs | None = None) -> list:
-    """:func:`encode` of the request ``(method, args)``, the values of ``shared`` (if
-    given, and found at its positions in ``args``) pickled once for every request."""
+    """:func:`encode` of the request ``(method, args)``; with ``shared``, made from the
+    values ``args`` holds at its positions (:func:`shared_positions`), only the other
+    arguments are pickled here (not checked: the caller keeps the two in step)."""
     if shared is None or not shared.positions:
         return encode(call_id, (method, args), ack)
     own = list(args)

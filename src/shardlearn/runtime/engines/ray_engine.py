@@ -245,8 +245,10 @@ class RayEngine(Engine):
         """The arguments every call passes (the same objects), pickled once for all
         channels; None if there are none, or they do not pickle (then each call
         finds out for itself, and goes as a task if it must)."""
+        if self._channel_off:
+            return None
         positions = direct_channel.shared_positions([c[2:] for c in calls])
-        if not positions or self._channel_off:
+        if not positions:
             return None
         first = calls[0][2:]
         values = tuple(first[k] for k in positions)
