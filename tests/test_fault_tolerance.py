@@ -228,7 +228,7 @@ def test_straggler_is_rebalanced(engine, request):
             specs = [FaultSpec(1, "slow", factor=4.0)] if slow else []
             with inject_faults(*specs), Coordinator(ds) as c:
                 times = []
-                for _ in range(12):
+                for _ in range(16):
                     t = time.perf_counter()
                     assert sum(c.map(sleepy_rows, spr)) == 24_000   # nothing lost or doubled
                     times.append(time.perf_counter() - t)
@@ -237,14 +237,18 @@ def test_straggler_is_rebalanced(engine, request):
     balanced, _ = per_step_times(slow=False)
     slowed, report = per_step_times(slow=True)
     assert report.moves, "the slow worker's shards were never moved"
-    assert report.workers[1].shards < 8
+    # A 4x slower worker's fair share of 24 equal shards is about 3 (of its 8).
+    assert report.workers[1].shards <= 4
     before = statistics.median(slowed[:3])
     after = statistics.median(slowed[-4:])
     reference = statistics.median(balanced[-4:])
-    # Measured in this run: 4x slower worker -> ~2.9x step time; after moving its
-    # shards the step should cost at most 1.5x the balanced run's.
+    # Expected from the sleeps: 4x slower worker -> about 3.2x the balanced step
+    # time; with its fair share, about 1.2x (24 ms against 21 ms, plus each step's
+    # overhead). The bounds leave room for a busy machine: a wall-clock ratio
+    # tighter than that (1.5x the balanced step) failed in two recent full runs.
     assert before > 2.0 * reference
-    assert after <= 1.5 * reference
+    assert after <= 0.6 * before
+    assert after <= 1.8 * reference
 
 
 # -- estimators: a killed worker changes nothing in the model ---------------------------
