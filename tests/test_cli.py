@@ -1,4 +1,5 @@
-"""The ``shardlearn`` command line, run as a subprocess (``python -m shardlearn.cli``)."""
+"""The ``shardlearn`` command line, run as a subprocess (``python -m shardlearn.cli``), or
+in this process where a test only needs the command (shardlearn.testing.cli)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from shardlearn.cli._files import _csv_exact_floats
 from shardlearn.data import Dataset
 from shardlearn.linear_model import LinearSVC, LogisticRegression, Ridge
 from shardlearn.testing import make_linear_regression, make_logistic
+from shardlearn.testing.cli import WORKERS_STARTED, run_cli_in_process
 
 CLI = [sys.executable, "-m", "shardlearn.cli"]
 #: Hang guard for one CLI run (not a speed requirement).
@@ -178,13 +180,14 @@ def test_train_predict_round_trip(fmt, tmp_path, local_session):
 def test_predict_matches_columns_by_name(tmp_path):
     """Features are matched by name, in any order; other columns (an unnamed label, ids)
     are left out; a missing feature column is a clear error. Same for every output type
-    (csv: read in memory; parquet: predicted shard by shard from the files)."""
+    (csv: read in memory; parquet: predicted shard by shard from the files). In this
+    process: the round trips above run the command as a subprocess."""
     df = _binary_frame("label")
     data = tmp_path / "train.csv"
     df.to_csv(data, index=False)
     model_dir = tmp_path / "m"
-    ok(run_cli("train", "--model", "logistic", "--data", data, "--label", "label",
-               "--out", model_dir, "--engine", "local", "--workers", 1))
+    ok(run_cli_in_process("train", "--model", "logistic", "--data", data, "--label", "label",
+                          "--out", model_dir, "--engine", "local", "--workers", 1))
     shuffled = tmp_path / "shuffled.parquet"
     df.assign(row_id=np.arange(len(df)))[["d", "label", "b", "row_id", "a", "c"]].to_parquet(
         shuffled, index=False)
@@ -195,17 +198,18 @@ def test_predict_matches_columns_by_name(tmp_path):
     expected = loaded.predict(X)
     for suffix in ("csv", "parquet"):
         pred = tmp_path / f"p.{suffix}"
-        proc = ok(run_cli("predict", "--model", model_dir, "--data", shuffled, "--label", "label",
-                          "--out", pred))
+        proc = ok(run_cli_in_process("predict", "--model", model_dir, "--data", shuffled,
+                                     "--label", "label", "--out", pred))
         assert f"accuracy against column 'label': {loaded.score(X, df['label']):.4f}" in proc.stdout
         np.testing.assert_array_equal(_read_predictions(pred)["prediction"].to_numpy(), expected)
         unlabelled = tmp_path / f"q.{suffix}"
-        ok(run_cli("predict", "--model", model_dir, "--data", shuffled, "--out", unlabelled))
+        ok(run_cli_in_process("predict", "--model", model_dir, "--data", shuffled, "--out",
+                              unlabelled))
         np.testing.assert_array_equal(_read_predictions(unlabelled)["prediction"].to_numpy(),
                                       expected)
 
         bad = tmp_path / f"bad.{suffix}"
-        proc = run_cli("predict", "--model", model_dir, "--data", holes, "--out", bad)
+        proc = run_cli_in_process("predict", "--model", model_dir, "--data", holes, "--out", bad)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "'b'" in proc.stderr and str(holes) in proc.stderr
         assert not bad.exists()
@@ -264,17 +268,30 @@ def test_train_bad_input_fails_before_workers_start(case, good_csv, tmp_path):
         out.mkdir()
         (out / "keep.txt").write_text("mine")
     before = good_csv.read_bytes()
-    proc = run_cli(*base, *args)
+    # In this process (no 2.5 s of imports per case), where starting a worker fails.
+    proc = run_cli_in_process(*base, *args, forbid_workers=True)
     assert proc.returncode == code, proc.stderr
     assert "Error" in proc.stderr and "Traceback" not in proc.stderr
     for text in expected:
         assert text in proc.stderr, (text, proc.stderr)
-    assert RAY_STARTED not in proc.stderr  # failed before any worker was started
+    assert WORKERS_STARTED not in proc.stderr  # failed before any worker was started
     assert good_csv.read_bytes() == before
     if case == "out-not-a-model":
         assert (out / "keep.txt").read_text() == "mine" and not (out / "model.json").exists()
     else:
         assert not out.exists()
+
+
+def test_the_in_process_runner_catches_a_command_that_starts_workers(tmp_path):
+    # What makes "failed before any worker was started" above mean something.
+    data = tmp_path / "train.csv"
+    _binary_frame("label").to_csv(data, index=False)
+    out = tmp_path / "model"
+    proc = run_cli_in_process("train", "--model", "logistic", "--data", data, "--label",
+                              "label", "--engine", "local", "--workers", 1, "--param", "C=1",
+                              "--out", out, forbid_workers=True)
+    assert proc.returncode == 1 and WORKERS_STARTED in proc.stderr, proc.stderr
+    assert not out.exists()
 
 
 @pytest.mark.timeout(300)

@@ -24,6 +24,7 @@ from shardlearn.cli._files import _csv_exact_floats
 from shardlearn.data import Dataset
 from shardlearn.linear_model import LogisticRegression, Ridge
 from shardlearn.testing import make_linear_regression, make_logistic, session
+from shardlearn.testing.cli import WORKERS_STARTED, run_cli_in_process
 from shardlearn.testing.storage import local_snapshot, moto_s3_server
 
 CLI = [sys.executable, "-m", "shardlearn.cli"]
@@ -49,6 +50,13 @@ def run_cli(*args, aws_env: bool, extra_env: dict | None = None):
                           timeout=HANG_GUARD_S, env=env)
 
 
+def run_cli_here(*args):
+    """:func:`run_cli` with ``aws_env=False``, in this process, where starting a worker
+    fails (for commands that must fail before they start any)."""
+    env = {"AWS_EC2_METADATA_DISABLED": "true", **{k: None for k in AWS_VARS}}
+    return run_cli_in_process(*args, env=env, forbid_workers=True)
+
+
 def ok(proc):
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     return proc
@@ -57,7 +65,8 @@ def ok(proc):
 def failed(proc, code=1):
     assert proc.returncode == code, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "Error" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert RAY_STARTED not in proc.stderr          # failed before any worker was started
+    # Failed before any worker was started.
+    assert RAY_STARTED not in proc.stderr and WORKERS_STARTED not in proc.stderr
     return proc.stderr
 
 
@@ -256,7 +265,7 @@ def test_bad_urls_fail_before_workers_start(s3, tmp_path):
           "--out", s3.url("p.csv")], 1, ["as Parquet", ".parquet"]),
     ]
     for args, code, expected in cases:
-        err = failed(run_cli(*args, *opts, aws_env=False), code)
+        err = failed(run_cli_here(*args, *opts), code)
         for text in expected:
             assert text in err, (args, text, err)
     assert not (tmp_path / "m").exists() and not (tmp_path / "p.parquet").exists()
@@ -284,7 +293,7 @@ def test_wrong_credentials_fail_with_a_clear_message(s3, tmp_path):
                 args = args + ["--model", "logistic", "--label", "y", "--engine", "ray"]
             else:
                 args = args + ["--model", s3.url("models/cred")]
-            err = failed(run_cli(*args, *wrong, aws_env=False))
+            err = failed(run_cli_here(*args, *wrong))
             assert "access denied or missing credentials" in err and url in err, err
             assert "--storage-option" in err, err           # the command-line spelling
     assert not (tmp_path / "m").exists() and not (tmp_path / "p.parquet").exists()
