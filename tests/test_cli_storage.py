@@ -39,13 +39,20 @@ AWS_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
             "AWS_DEFAULT_REGION", "AWS_REGION")
 
 
-def run_cli(*args, aws_env: bool, extra_env: dict | None = None):
-    """Run the CLI; ``aws_env=False`` removes every AWS_* setting (options must say it all)."""
-    env = {**os.environ, "SHARDLEARN_PROGRESS": "never", "COLUMNS": "160",
+def _cli_env(aws_env: bool, extra_env: dict | None = None) -> dict:
+    """The variables a CLI run sets (None: unsets); ``aws_env=False`` removes every
+    AWS_* setting (options must say it all)."""
+    env = {"SHARDLEARN_PROGRESS": "never", "COLUMNS": "160",
            "AWS_EC2_METADATA_DISABLED": "true", **(extra_env or {})}
     if not aws_env:
-        for k in AWS_VARS:
-            env.pop(k, None)
+        env.update(dict.fromkeys(AWS_VARS))
+    return env
+
+
+def run_cli(*args, aws_env: bool, extra_env: dict | None = None):
+    """Run the CLI as a subprocess, with :func:`_cli_env`."""
+    env = {**os.environ, **_cli_env(aws_env, extra_env)}
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run(CLI + [str(a) for a in args], capture_output=True, text=True,
                           timeout=HANG_GUARD_S, env=env)
 
@@ -53,8 +60,7 @@ def run_cli(*args, aws_env: bool, extra_env: dict | None = None):
 def run_cli_here(*args):
     """:func:`run_cli` with ``aws_env=False``, in this process, where starting a worker
     fails (for commands that must fail before they start any)."""
-    env = {"AWS_EC2_METADATA_DISABLED": "true", **{k: None for k in AWS_VARS}}
-    return run_cli_in_process(*args, env=env, forbid_workers=True)
+    return run_cli_in_process(*args, env=_cli_env(aws_env=False), forbid_workers=True)
 
 
 def ok(proc):

@@ -18,10 +18,6 @@ import traceback
 WORKERS_STARTED = "shardlearn.testing: a command started workers"
 
 
-class _WorkersForbidden(RuntimeError):
-    pass
-
-
 @contextlib.contextmanager
 def _no_workers():
     from ..runtime import session as session_module
@@ -29,7 +25,7 @@ def _no_workers():
     real = session_module.make_engine
 
     def refuse(*args, **kwargs):
-        raise _WorkersForbidden(WORKERS_STARTED)
+        raise RuntimeError(WORKERS_STARTED)
 
     session_module.make_engine = refuse
     try:
