@@ -237,18 +237,21 @@ def test_straggler_is_rebalanced(engine, request):
     balanced, _ = per_step_times(slow=False)
     slowed, report = per_step_times(slow=True)
     assert report.moves, "the slow worker's shards were never moved"
-    # A 4x slower worker's fair share of 24 equal shards is about 3 (of its 8).
-    assert report.workers[1].shards <= 4
+    # The placement it settled on, judged by the sleeps it implies (not by a clock):
+    # a 4x slower worker's fair share of 24 equal shards is about 3 (of its 8); with
+    # at most 4 it computes for at most 32 ms a step, against 64 ms before and 16 ms
+    # for the balanced run.
+    held = [w.shards for w in report.workers]
+    assert sum(held) == 24 and held[1] <= 4
+    modeled_ms = max(n * 2.0 * (4.0 if w == 1 else 1.0) for w, n in enumerate(held))
+    assert modeled_ms <= 32.0
+    # The clock must agree with the direction; the bounds are loose because a busy
+    # 2-core machine stretches every step (tighter wall-clock ratios flaked in CI).
     before = statistics.median(slowed[:3])
     after = statistics.median(slowed[-4:])
     reference = statistics.median(balanced[-4:])
-    # Expected from the sleeps: 4x slower worker -> about 3.2x the balanced step
-    # time; with its fair share, about 1.2x (24 ms against 21 ms, plus each step's
-    # overhead). The bounds leave room for a busy machine: a wall-clock ratio
-    # tighter than that (1.5x the balanced step) failed in two recent full runs.
     assert before > 2.0 * reference
-    assert after <= 0.6 * before
-    assert after <= 1.8 * reference
+    assert after <= 0.7 * before
 
 
 # -- estimators: a killed worker changes nothing in the model ---------------------------
