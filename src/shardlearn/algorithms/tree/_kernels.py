@@ -117,44 +117,24 @@ def add_into(a, b, out):
 
 
 def subtract_into(parent, child, out):
-    """``out = parent - child`` for one node's (F, B, C) histogram, bins left without
-    rows (count channel 0) set to exactly zero."""
+    """``out = parent - child`` for one node's (F, B, C) histogram.
+
+    Histogram sums are exact (:mod:`.exact`), so this is the sibling's histogram
+    bit for bit, and a bin without rows in the sibling holds ``x - x = +0.0`` in
+    every channel: no select on the count is needed (a loop with one ran 5x slower,
+    its stride-3 selects not vectorised: 37 against 7 us a node, 28 features).
+    """
     if all(a.flags.c_contiguous for a in (parent, child, out)):
-        _subtract_flat(parent, child, out)
+        _subtract_flat(parent.reshape(-1), child.reshape(-1), out.reshape(-1))
         return
-    tmp = np.empty(out.shape, out.dtype)
-    _subtract_flat(np.ascontiguousarray(parent), np.ascontiguousarray(child), tmp)
-    out[...] = tmp
+    out[...] = np.subtract(parent, child)
 
 
 @njit(nogil=True, cache=True)
-def _subtract_flat(parent, child, out):
-    """:func:`subtract_into` over C-contiguous arrays.
-
-    Selects, not branches: whether a bin keeps rows is a coin flip in deep nodes,
-    and the branchy loop ran 3x slower (43 against 13 us a node, 28 features)."""
-    F, B, C = parent.shape
-    p = parent.reshape(-1)
-    c = child.reshape(-1)
-    o = out.reshape(-1)
-    one, two = np.uint64(1), np.uint64(2)
-    if C == 3:
-        for r in range(F * B):
-            i = np.uint64(3 * r)
-            a = p[i] - c[i]
-            b = p[i + one] - c[i + one]
-            k = p[i + two] - c[i + two]
-            empty = k == 0.0
-            o[i] = 0.0 if empty else a
-            o[i + one] = 0.0 if empty else b
-            o[i + two] = 0.0 if empty else k
-        return
-    for r in range(F * B):
-        base = r * C
-        empty = p[base + C - 1] - c[base + C - 1] == 0.0
-        for ch in range(C):
-            d = p[base + ch] - c[base + ch]
-            o[base + ch] = 0.0 if empty else d
+def _subtract_flat(p, c, o):
+    for i in range(o.shape[0]):
+        iu = np.uint64(i)            # unsigned: no wraparound code, the loop vectorises
+        o[iu] = p[iu] - c[iu]
 
 
 @njit(nogil=True, cache=True)

@@ -169,7 +169,8 @@ def find_best_splits(hist, totals, params: SplitParams, feature_mask=None,
 
 def with_siblings(hist, parents, small_rows):
     """``hist`` (S, F, B, C) followed by the larger siblings ``parents[k] -
-    hist[small_rows[k]]``, in one new array; bins left without rows are exactly zero."""
+    hist[small_rows[k]]``, in one new array; bins left without rows are exactly +0.0
+    (the sums are exact: see :func:`._kernels.subtract_into`)."""
     n = hist.shape[0]
     out = np.empty((n + len(parents),) + hist.shape[1:], dtype=hist.dtype)
     out[:n] = hist
