@@ -59,15 +59,16 @@ def _to_float32(a, out):
     return not inexact
 
 
-def narrow_if_exact(hist: np.ndarray) -> np.ndarray:
+def narrow_if_exact(hist: np.ndarray, pool=None) -> np.ndarray:
     """``hist`` as float32 if every value survives the round trip exactly, else itself.
 
     Histograms of nodes with a few thousand rows are integers times the grid below
     2**24 times it: float32 holds them, and widening gives back the same float64
     bits. Half the bytes to send, the same model. Checked per array, not assumed:
-    one value too large keeps the whole array in float64.
+    one value too large keeps the whole array in float64. ``pool``: a
+    :class:`._scratch.ScratchPool` to take the float32 array from.
     """
     if hist.dtype != np.float64 or not hist.flags.c_contiguous:
         return hist
-    out = np.empty(hist.shape, np.float32)
+    out = np.empty(hist.shape, np.float32) if pool is None else pool.empty(hist.shape, np.float32)
     return out if _to_float32(hist.reshape(-1), out.reshape(-1)) else hist

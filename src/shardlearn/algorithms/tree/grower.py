@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._packed_hist import FoldCarry
+from ._scratch import thread_pool
 from .exact import narrow_if_exact
 from .splitting import (
     CAT_WORDS,
@@ -546,7 +547,7 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     Xb = state["Xb"]
     width = feats.shape[1] if feats is not None else Xb.shape[1]
     if into is None:
-        hist = np.zeros((n_slots, width, n_bins, n_channels), dtype=dtype)
+        hist = thread_pool("worker histograms").zeros((n_slots, width, n_bins, n_channels), dtype)
         tot = np.zeros((n_slots, n_channels))
     else:
         hist, tot = into
@@ -568,7 +569,7 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
 
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
-    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow)`` or
+    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow_pool)`` or
     None; :func:`_finish_level` ends it (the worker sends the first three, the
     histograms in float32 if ``narrow`` and that is exact). The sums are exact
     (.exact), so how shards are grouped on workers does not matter.
@@ -588,24 +589,25 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     if root:
         state["pos"][:] = 0
     if acc is None:
-        acc = (None, None, [], FoldCarry(), narrow)
-    hist, tot, extras, carry, _ = acc
+        acc = (None, None, [], FoldCarry(),
+               thread_pool("worker float32 histograms") if narrow else None)
+    hist, tot, extras, carry, narrow_pool = acc
     extras.append(extra)
     if n_slots == 0:
         return acc
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
                        None if hist is None else (hist, tot), pending if fuse else None,
                        at_root=root, dtype=dtype, carry=carry)
-    return hist, tot, extras, carry, narrow
+    return hist, tot, extras, carry, narrow_pool
 
 
 def _finish_level(acc):
     """The end of a worker's fold: the packed blocks its shards left, into its histograms."""
-    hist, tot, extras, carry, narrow = acc
+    hist, tot, extras, carry, narrow_pool = acc
     if hist is not None:
         carry.finish(hist, tot)
-        if narrow:
-            hist = narrow_if_exact(hist)
+        if narrow_pool is not None:
+            hist = narrow_if_exact(hist, narrow_pool)
     return hist, tot, extras
 
 
@@ -730,7 +732,8 @@ class DataParallel:
             # parts are summed straight into it, and the subtractions are done with
             # the search, on its threads (see _search_in_parallel).
             n = first.shape[0]
-            hist = np.empty((n + len(derived),) + first.shape[1:], dtype=self.hist_dtype)
+            hist = thread_pool("summed histograms").empty(
+                (n + len(derived),) + first.shape[1:], self.hist_dtype)
             if derived:
                 bidx = {node: i for i, node in enumerate(built)}
                 siblings = (n, [self._held[p] for _, p, _ in derived],
