@@ -85,3 +85,25 @@ def test_killed_worker_mid_fit_changes_nothing(parallel):
             got = fit()
     assert got.fit_report_.failures_recovered == 1
     assert_same_forest(got.forest_, ref.forest_)
+
+
+@pytest.mark.parametrize("task", ["classifier", "regressor"])
+def test_forest_does_not_depend_on_trees_per_pass(task):
+    # Each tree draws its own bootstrap and features: growing 20 trees 16, 7 or 1 a
+    # pass (the default, and others) gives the same forest and out-of-bag score. (A
+    # pass of a single tree, as the last of 17 with 16 a pass, used to leave that
+    # tree's out-of-bag rows out; with one tree a pass the score was NaN.)
+    from shardlearn.ensemble import RandomForestRegressor
+    from shardlearn.testing import session
+
+    X, y = _data()
+    cls = RandomForestClassifier if task == "classifier" else RandomForestRegressor
+    target = y if task == "classifier" else y + np.sin(np.arange(len(y)))
+    ds = Dataset.from_arrays(X, target, n_shards=3, allow_nan=True)
+    with session("local", n_workers=2):
+        fits = [cls(n_estimators=20, max_depth=5, oob_score=True, random_state=0,
+                    trees_per_pass=b).fit(ds) for b in (None, 7, 1)]
+    for f in fits[1:]:
+        assert_same_forest(fits[0].forest_, f.forest_)
+        assert f.oob_score_ == fits[0].oob_score_
+    assert fits[0].forest_["offsets"].shape[0] == 21

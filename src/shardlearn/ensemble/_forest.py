@@ -46,7 +46,8 @@ _DOC = """
     oob_score : bool, default=False
         Score each row with the trees it was out of bag for (accuracy / R^2).
     trees_per_pass : int, default=None
-        Trees grown together in the same passes over the data (default: up to 64).
+        Trees grown together in the same passes over the data (default: up to 16;
+        the forest is the same for any value, only time and memory change).
     random_state : int, RandomState or None, default=None
     max_bins : int, default=255
     parallel : {"data", "feature"}, default="data\"""" + CATEGORICAL_DOC

@@ -192,6 +192,10 @@ class ForestFit:
     report: FitReport
 
 
+#: Default of ``trees_per_pass``: trees grown together in the same passes.
+TREES_PER_PASS = 16
+
+
 def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootstrap=False,
                max_depth=None, min_samples_split=2, min_samples_leaf=1,
                min_impurity_decrease=0.0, max_features=None, max_leaf_nodes=None, seed=0,
@@ -219,7 +223,11 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
                      min_samples_split=min_samples_split,
                      min_impurity_decrease=min_impurity_decrease, check_purity=True,
                      max_features=max_features, seed=seed)
-    batch = trees_per_pass or max(1, min(n_estimators, 64))
+    # Up to 16 trees a pass: a deep level of 50 trees at once held ~1 GB of histograms
+    # a fit, new memory each level; with 16, a first fit on fresh Ray workers took
+    # 2.9-3.1 s against 3.8-4.7 s (160,000 x 28, depth 10, 2 workers), warm fits the
+    # same. Each tree draws its own rows and features: the forest does not change.
+    batch = trees_per_pass or max(1, min(n_estimators, TREES_PER_PASS))
     forests, oob = [], None
     n_vals = n_ch - 1
     per_row = 4 * batch + (8 * batch if bootstrap else 8) + 8 * n_vals + 17

@@ -170,8 +170,11 @@ def rf_oob_prologue(shard, state, leaf_values):
         state["oob_sum"] = np.zeros((n, V))
         state["oob_count"] = np.zeros(n)
     acc, cnt = state["oob_sum"], state["oob_count"]
+    # Runs only with the bootstrap: ``w`` holds each tree's counts, a row a tree (one
+    # row for a pass of one tree: its out-of-bag rows count too).
+    assert w.shape[0] == pos.shape[0], "out-of-bag predictions need bootstrap counts"
     for t in range(pos.shape[0]):
-        oob = w[t] == 0 if w.shape[0] > 1 else np.zeros(n, bool)
+        oob = w[t] == 0
         acc[oob] += leaf_values[t, pos[t, oob]]
         cnt[oob] += 1
     return acc, cnt
