@@ -34,7 +34,8 @@ class _FoldReplay:
         self.kernel = kernel
 
     def __call__(self, shard, state, *args):
-        return self.kernel(shard, state, None, *args)
+        # Nothing back: the accumulator may hold a level's histograms.
+        self.kernel(shard, state, None, *args)
 
 
 def steps_started() -> int:

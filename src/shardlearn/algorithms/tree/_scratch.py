@@ -15,13 +15,13 @@ every view of it holds one), so an array handed on (a reply waiting to be sent,
 the coordinator holding a level's histograms as the next level's parents) is
 never overwritten: the pool then allocates another.
 
-Pools are per thread (:func:`thread_pool`) and outlive a fit, so that the next
-fit in the process (a worker's next fit, a search over parameters) touches no
-new memory: the same forest's second fit took 1.35-1.57 s with 0.01-0.03 s of
-system time, against 1.8-2.5 s and 0.1-1.1 s with buffers per fit (most of a
-forest's levels come once a fit). A pool keeps at most :data:`MAX_BUFFERS`
-buffers and :data:`MAX_KEPT_BYTES` bytes; its memory goes with its thread (the
-local engine's workers end with their session, an actor's with the actor).
+One pool serves the whole process (:data:`POOL`: the coordinator and every worker
+thread of the process, under a lock) and outlives a fit, so that the next fit in
+the process (a worker's next fit, a search over parameters) touches no new memory:
+the same forest's second fit took 1.35-1.57 s with 0.01-0.03 s of system time,
+against 1.8-2.5 s and 0.1-1.1 s with buffers per fit (most of a forest's levels
+come once a fit). It keeps at most :data:`MAX_BUFFERS` buffers and
+:data:`MAX_KEPT_BYTES` bytes, for the life of the process.
 """
 
 from __future__ import annotations
@@ -31,39 +31,32 @@ import threading
 
 import numpy as np
 
-#: Buffers kept by one pool: a level's histograms and the previous level's (held as
-#: parents), plus one spare.
-MAX_BUFFERS = 3
+#: Buffers kept by a pool: each of 2 workers' level and the coordinator's level
+#: and the one held as parents, plus spares.
+MAX_BUFFERS = 8
 #: Arrays smaller than this are allocated as usual (from the allocator's reused
 #: memory: no page faults to save).
 MIN_BYTES = 1 << 20
-#: Most bytes one pool keeps; larger buffers are lent once and not kept.
+#: Most bytes a pool keeps; larger buffers are lent once and not kept.
 MAX_KEPT_BYTES = 512 << 20
-
-_threads = threading.local()
-
-
-def thread_pool(name: str) -> ScratchPool:
-    """This thread's pool ``name`` (made on first use)."""
-    pools = getattr(_threads, "pools", None)
-    if pools is None:
-        pools = _threads.pools = {}
-    pool = pools.get(name)
-    if pool is None:
-        pool = pools[name] = ScratchPool()
-    return pool
 
 
 class ScratchPool:
     """Lend arrays from reused buffers (see the module docstring).
 
-    Dropping the pool frees its buffers once their views are gone.
+    Dropping the pool frees its buffers once their views are gone. Thread-safe:
+    a buffer is found free and its view made under one lock.
     """
 
-    __slots__ = ("_bufs",)
+    __slots__ = ("_bufs", "_lock")
 
     def __init__(self):
         self._bufs: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def __reduce__(self):
+        # Never ship buffers: a copy of a pool is an empty pool.
+        return (ScratchPool, ())
 
     def empty(self, shape, dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype``."""
@@ -71,8 +64,8 @@ class ScratchPool:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
-        buf = self._buffer(nbytes)
-        return buf[:nbytes].view(dtype).reshape(shape)
+        with self._lock:
+            return self._buffer(nbytes)[:nbytes].view(dtype).reshape(shape)
 
     def zeros(self, shape, dtype) -> np.ndarray:
         """A zeroed C-contiguous array of ``shape`` and ``dtype``."""
@@ -80,9 +73,13 @@ class ScratchPool:
         out.fill(0)
         return out
 
+    def _refs(self, i: int) -> int:
+        return sys.getrefcount(self._bufs[i])
+
     def _free(self, i: int) -> bool:
-        # Two references when nothing else holds it: the list's and the argument's.
-        return sys.getrefcount(self._bufs[i]) <= 2
+        # As many references as a buffer nothing else holds (the list's and the
+        # argument's on CPython 3.11; measured at import, see _FREE_REFS).
+        return self._refs(i) <= _FREE_REFS
 
     def _buffer(self, nbytes: int) -> np.ndarray:
         free = [i for i in range(len(self._bufs)) if self._free(i)]
@@ -97,8 +94,8 @@ class ScratchPool:
             if self._room(nbytes, drop):
                 break
             drop.add(i)
-        self._bufs = [b for i, b in enumerate(self._bufs) if i not in drop]
-        if self._room(nbytes, ()):
+        if self._room(nbytes, drop):       # else lent once, and nothing dropped for it
+            self._bufs = [b for i, b in enumerate(self._bufs) if i not in drop]
             self._bufs.append(buf)
         return buf
 
@@ -110,3 +107,17 @@ class ScratchPool:
     def nbytes(self) -> int:
         """Bytes of the buffers kept."""
         return sum(b.nbytes for b in self._bufs)
+
+
+def _free_refs() -> int:
+    probe = ScratchPool()
+    probe._bufs.append(np.empty(1, np.uint8))
+    return probe._refs(0)
+
+
+#: References a buffer has when nothing else holds it (interpreters count borrowed
+#: references differently: measured, not assumed).
+_FREE_REFS = _free_refs()
+
+#: The process's pool of per-level histograms.
+POOL = ScratchPool()

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _kernels as K
 from ._packed_hist import FoldCarry
-from ._scratch import thread_pool
+from ._scratch import POOL
 from .exact import narrow_if_exact
 from .splitting import (
     CAT_WORDS,
@@ -547,7 +547,7 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     Xb = state["Xb"]
     width = feats.shape[1] if feats is not None else Xb.shape[1]
     if into is None:
-        hist = thread_pool("worker histograms").zeros((n_slots, width, n_bins, n_channels), dtype)
+        hist = POOL.zeros((n_slots, width, n_bins, n_channels), dtype)
         tot = np.zeros((n_slots, n_channels))
     else:
         hist, tot = into
@@ -569,7 +569,7 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
 
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
-    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow_pool)`` or
+    ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow)`` or
     None; :func:`_finish_level` ends it (the worker sends the first three, the
     histograms in float32 if ``narrow`` and that is exact). The sums are exact
     (.exact), so how shards are grouped on workers does not matter.
@@ -589,25 +589,24 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     if root:
         state["pos"][:] = 0
     if acc is None:
-        acc = (None, None, [], FoldCarry(),
-               thread_pool("worker float32 histograms") if narrow else None)
-    hist, tot, extras, carry, narrow_pool = acc
+        acc = (None, None, [], FoldCarry(), narrow)
+    hist, tot, extras, carry, _ = acc
     extras.append(extra)
     if n_slots == 0:
         return acc
     hist, tot = _build(state, slots, n_slots, n_bins, n_channels, feats,
                        None if hist is None else (hist, tot), pending if fuse else None,
                        at_root=root, dtype=dtype, carry=carry)
-    return hist, tot, extras, carry, narrow_pool
+    return hist, tot, extras, carry, narrow
 
 
 def _finish_level(acc):
     """The end of a worker's fold: the packed blocks its shards left, into its histograms."""
-    hist, tot, extras, carry, narrow_pool = acc
+    hist, tot, extras, carry, narrow = acc
     if hist is not None:
         carry.finish(hist, tot)
-        if narrow_pool is not None:
-            hist = narrow_if_exact(hist, narrow_pool)
+        if narrow:
+            hist = narrow_if_exact(hist, POOL)
     return hist, tot, extras
 
 
@@ -732,7 +731,7 @@ class DataParallel:
             # parts are summed straight into it, and the subtractions are done with
             # the search, on its threads (see _search_in_parallel).
             n = first.shape[0]
-            hist = thread_pool("summed histograms").empty(
+            hist = POOL.empty(
                 (n + len(derived),) + first.shape[1:], self.hist_dtype)
             if derived:
                 bidx = {node: i for i, node in enumerate(built)}
