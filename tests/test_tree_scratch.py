@@ -89,7 +89,7 @@ def test_threads_lending_at_once_never_share_a_live_buffer():
     assert 0 < pool.nbytes <= S.MAX_BUFFERS * (2 << 20)
 
 
-def test_a_pool_pickles_empty_and_a_free_buffer_is_dropped_only_for_one_kept():
+def test_a_pool_pickles_empty_and_a_free_buffer_is_dropped_only_for_one_kept(monkeypatch):
     import pickle
 
     pool = S.ScratchPool()
@@ -97,14 +97,10 @@ def test_a_pool_pickles_empty_and_a_free_buffer_is_dropped_only_for_one_kept():
     assert pickle.loads(pickle.dumps(pool)).nbytes == 0 and pool.nbytes == 7 << 20
     del kept[0]                                    # the 1 MB buffer is free
     sizes = sorted(b.nbytes for b in pool._bufs)
-    old = S.MAX_KEPT_BYTES
-    try:
-        S.MAX_KEPT_BYTES = 7 << 20
-        big = pool.empty((5 << 20,), np.uint8)     # no room even without the 1 MB one
-        assert sorted(b.nbytes for b in pool._bufs) == sizes   # so nothing was dropped
-        assert not any(np.shares_memory(big, b) for b in pool._bufs)
-    finally:
-        S.MAX_KEPT_BYTES = old
+    monkeypatch.setattr(S, "MAX_KEPT_BYTES", 7 << 20)
+    big = pool.empty((5 << 20,), np.uint8)         # no room even without the 1 MB one
+    assert sorted(b.nbytes for b in pool._bufs) == sizes       # so nothing was dropped
+    assert not any(np.shares_memory(big, b) for b in pool._bufs)
 
 
 def test_a_replayed_fold_step_returns_nothing():

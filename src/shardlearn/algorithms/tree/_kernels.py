@@ -127,7 +127,7 @@ def subtract_into(parent, child, out):
     if all(a.flags.c_contiguous for a in (parent, child, out)):
         _subtract_flat(parent.reshape(-1), child.reshape(-1), out.reshape(-1))
         return
-    out[...] = np.subtract(parent, child)
+    np.subtract(parent, child, out=out)
 
 
 @njit(nogil=True, cache=True)

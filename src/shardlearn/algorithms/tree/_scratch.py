@@ -4,10 +4,10 @@ A tree level allocates its histograms afresh: on a worker, the sums of its shard
 on the coordinator, the workers' sums added up with the siblings derived. Arrays
 that large come from the kernel as new pages, and touching them costs a page
 fault per page (with numpy's transparent huge pages, the kernel zeroing 2 MB a
-fault). A random forest's deep levels are mostly empty histograms (a few hundred
-rows a node against 1,280 bins): measured on 2 cores (160,000 x 28, 50 trees,
-depth 10), 20,000-36,000 faults and 1.0-1.6 s of system time a fit, about a
-third of its CPU time; without huge pages, 650,000 faults and 4.5 s.
+fault). A random forest's deep levels hold thousands of node histograms at once:
+measured on 2 cores (160,000 x 28, 50 trees in one pass, depth 10), 20,000-36,000
+faults and 1.0-1.6 s of system time a fit, about a third of its CPU time; without
+huge pages, 650,000 faults and 4.5 s.
 
 :class:`ScratchPool` keeps a few buffers and lends out views of them. A buffer
 is lent again only when no array still refers to it (CPython's reference count:
@@ -18,9 +18,9 @@ never overwritten: the pool then allocates another.
 One pool serves the whole process (:data:`POOL`: the coordinator and every worker
 thread of the process, under a lock) and outlives a fit, so that the next fit in
 the process (a worker's next fit, a search over parameters) touches no new memory:
-the same forest's second fit took 1.35-1.57 s with 0.01-0.03 s of system time,
-against 1.8-2.5 s and 0.1-1.1 s with buffers per fit (most of a forest's levels
-come once a fit). It keeps at most :data:`MAX_BUFFERS` buffers and
+the same forest's second fit in-process took 1.15-1.27 s with no page faults,
+against 1.8-2.5 s and 0.1-1.1 s of system time with fresh arrays (most of a
+forest's levels come once a fit, so pools per fit saved little). It keeps at most :data:`MAX_BUFFERS` buffers and
 :data:`MAX_KEPT_BYTES` bytes, for the life of the process.
 """
 
