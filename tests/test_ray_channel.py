@@ -352,6 +352,40 @@ def test_a_shared_memory_slot_is_reused_only_once_its_reply_was_read():
     client.close()
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shared_memory", [True, False])
+def test_replies_land_in_reused_memory_but_a_held_reply_is_never_overwritten(shared_memory):
+    """Arrays received are lent by RECEIVE_POOL: a dropped reply's memory takes the
+    next reply of that size (no fresh pages to fault in), one still held does not."""
+    if shared_memory:
+        _needs_shared_memory()
+    address, secret = _serve(_echo)
+    client = direct_channel.ChannelClient(address, secret, shared_memory=shared_memory)
+    assert (client.shared is not None) == shared_memory
+
+    pool = shared_replies.RECEIVE_POOL
+
+    def echo(k, value):
+        client.send(client.request(k, "echo", (np.full(300_000, value),)))   # 2.4 MB
+        return client.read(k, timeout=10)[1][1][0]
+
+    def pooled(a):
+        return any(np.shares_memory(a, b) for b in pool._bufs)
+
+    held = echo(1, 1.0)
+    sizes = []
+    for k in range(2, 8):
+        got = echo(k, float(k))
+        assert pooled(got) and got.flags.writeable and (got == k).all()
+        assert not np.shares_memory(held, got) and (held == 1.0).all()
+        del got
+        sizes.append(pool.nbytes)
+    # Steady state: the dropped replies' buffers take the next ones (this process
+    # is also the server here, whose received requests come from the same pool).
+    assert sizes[-1] == sizes[2]
+    client.close()
+
+
 def test_shared_memory_of_another_machine_is_declined(tmp_path):
     before = _own_shm_files()
     shared = shared_replies.SharedReplies.create(1 << 20)

@@ -1,10 +1,11 @@
-"""The reused buffers of per-level histograms: lent again only when nothing holds them."""
+"""Reused buffers (per-level histograms, replies copied out): lent again only when nothing holds them."""
 
 import threading
 
 import numpy as np
 
-from shardlearn.algorithms.tree import _scratch as S
+from shardlearn.algorithms.tree._scratch import POOL
+from shardlearn.runtime import scratch as S
 
 
 def _addr(a):
@@ -136,4 +137,17 @@ def test_fits_on_reused_buffers_give_the_forest_of_fresh_ones(monkeypatch):
         fit(X2, y2)
         for _ in range(2):
             assert_same_forest(fit(X, y).forest_, want)
-        assert S.POOL.nbytes > 0                  # the pool was used
+        assert POOL.nbytes > 0                  # the pool was used
+
+
+def test_a_pool_of_its_own_caps_keeps_them_through_pickling():
+    import pickle
+
+    pool = S.ScratchPool(max_buffers=2, max_kept_bytes=3 << 20)
+    held = [pool.empty((1 << 20,), np.uint8) for _ in range(3)]
+    assert pool.nbytes == 2 << 20                  # two kept, the third lent once
+    big = pool.empty((2 << 20,), np.uint8)         # over the byte cap with both held
+    assert pool.nbytes == 2 << 20
+    copy = pickle.loads(pickle.dumps(pool))
+    assert (copy.max_buffers, copy.max_kept_bytes, copy.nbytes) == (2, 3 << 20, 0)
+    del held, big

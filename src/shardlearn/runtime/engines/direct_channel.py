@@ -35,7 +35,9 @@ import struct
 import threading
 from collections.abc import Callable
 
-from .shared_replies import SharedReplies, SharedView, remove_stale_files
+import numpy as np
+
+from .shared_replies import RECEIVE_POOL, SharedReplies, SharedView, remove_stale_files
 
 #: call id, main pickle length, number of buffers, offset of the buffers in the
 #: actor's shared-memory file (-1: they follow on the socket), (requests) the last
@@ -212,9 +214,10 @@ def send_parts(sock: socket.socket, parts: list) -> None:
         sent = 0
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
-    buf = bytearray(n)
-    view = memoryview(buf)
+def _recv_exact(sock: socket.socket, n: int, pooled: bool = False):
+    """``n`` bytes: a bytearray, or with ``pooled`` a uint8 array of :data:`RECEIVE_POOL`."""
+    buf = RECEIVE_POOL.empty(n, np.uint8) if pooled else bytearray(n)
+    view = memoryview(buf).cast("B")
     got = 0
     while got < n:
         k = sock.recv_into(view[got:])
@@ -240,7 +243,7 @@ def recv_frame(sock: socket.socket, shared: SharedView | None = None) -> tuple[i
     sizes = struct.unpack(f"<{n_buffers}Q", _recv_exact(sock, 8 * n_buffers)) if n_buffers else ()
     main = _recv_exact(sock, main_len)
     if shared_at < 0:
-        buffers = [_recv_exact(sock, n) for n in sizes]
+        buffers = [_recv_exact(sock, n, pooled=True) for n in sizes]
     elif shared is None:
         raise ConnectionError("a reply in shared memory on a channel without it")
     else:
