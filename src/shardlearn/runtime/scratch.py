@@ -16,6 +16,7 @@ default :data:`MAX_BUFFERS` and :data:`MAX_KEPT_BYTES`), for its life.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 
@@ -53,7 +54,9 @@ class ScratchPool:
     def empty(self, shape, dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype``."""
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        # math.prod, not np.prod: 0.3 us against 5-10, on a call made several times
+        # a tree level (np.prod was a tenth of a boosting coordinator's time).
+        nbytes = math.prod((shape,) if isinstance(shape, int) else shape) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
         with self._lock:
