@@ -56,7 +56,8 @@ class ScratchPool:
         dtype = np.dtype(dtype)
         # math.prod, not np.prod: 0.3 us against 5-10, on a call made several times
         # a tree level (np.prod was a tenth of a boosting coordinator's time).
-        nbytes = math.prod((shape,) if isinstance(shape, int) else shape) * dtype.itemsize
+        dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+        nbytes = int(math.prod(dims)) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype)
         with self._lock:
