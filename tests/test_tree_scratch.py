@@ -151,3 +151,40 @@ def test_a_pool_of_its_own_caps_keeps_them_through_pickling():
     copy = pickle.loads(pickle.dumps(pool))
     assert (copy.max_buffers, copy.max_kept_bytes, copy.nbytes) == (2, 3 << 20, 0)
     del held, big
+
+
+def test_a_larger_array_grows_into_a_free_buffers_reserve_and_only_lent_bytes_count():
+    pool = S.ScratchPool()
+    a = pool.empty((2 << 20,), np.uint8)
+    at, reserved = _addr(a), pool.reserved_bytes
+    assert reserved >= S.HEADROOM * (2 << 20) or reserved == S.MAX_KEPT_BYTES
+    assert pool.nbytes == 2 << 20                  # the untouched reserve is not counted
+    del a
+    b = pool.empty((1 << 20,), np.float64)         # 8 MB: the same buffer, grown into
+    assert _addr(b) == at and pool.reserved_bytes == reserved and pool.nbytes == 8 << 20
+    c = pool.empty((2 << 20,), np.uint8)           # `b` is alive: a buffer of its own
+    assert not np.shares_memory(b, c) and pool.nbytes == 10 << 20
+    del b
+    d = pool.empty((3 << 20,), np.uint8)           # lent 8 MB before: no new pages taken
+    assert _addr(d) == at and pool.nbytes == 10 << 20
+
+
+def test_growing_in_place_keeps_to_the_byte_cap():
+    pool = S.ScratchPool(max_kept_bytes=4 << 20)
+    a = pool.empty((1 << 20,), np.uint8)
+    at = _addr(a)
+    assert pool.reserved_bytes == 4 << 20          # the reserve stops at the cap
+    del a
+    b = pool.empty((3 << 20,), np.uint8)
+    assert _addr(b) == at and pool.nbytes == 3 << 20
+    del b
+    big = pool.empty((5 << 20,), np.uint8)         # past the cap: lent once, not kept
+    assert not any(np.shares_memory(big, buf) for buf in pool._bufs)
+    assert pool.nbytes == 3 << 20
+
+
+def test_a_reserve_the_os_refuses_becomes_a_buffer_of_the_size_asked(monkeypatch):
+    monkeypatch.setattr(S, "HEADROOM", 1 << 40)    # 2**60 bytes: no OS grants that
+    pool = S.ScratchPool(max_kept_bytes=1 << 62)
+    a = pool.empty((1 << 20,), np.uint8)
+    assert pool.reserved_bytes == 1 << 20 and np.shares_memory(a, pool._bufs[0])

@@ -20,6 +20,12 @@ the same forest's second fit in-process took 1.15-1.27 s with no page faults,
 against 1.8-2.5 s and 0.1-1.1 s of system time with fresh arrays (most of a
 forest's levels come once a fit, so pools per fit saved little). It keeps at most
 the pool's default 8 buffers and 512 MB, for the life of the process.
+
+Each level's histograms are about twice the last level's: buffers made with
+exact sizes were 24 in that forest's first fit, 763 MB (2-78 MB each), and its
+system time 1.6 s; with the pool's reserves (a level grows into the buffer the
+last one used), 3 buffers of 78 MB touched, 0.41 s of system time, and the first
+fit took 1.75 s instead of 2.38 s (in-process, 2 workers).
 """
 
 from __future__ import annotations
