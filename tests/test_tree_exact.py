@@ -182,6 +182,41 @@ def test_narrow_if_exact_keeps_every_bit_or_keeps_the_array():
     assert narrow_if_exact(exact[:, :, ::2]).dtype == np.float64
 
 
+def test_count_histograms_narrow_to_the_smallest_unsigned_type_their_bound_allows():
+    from shardlearn.algorithms.tree.exact import narrow_if_exact
+
+    rng = np.random.default_rng(6)
+    counts = rng.integers(0, 256, size=(3, 4, 256, 2)).astype(np.float32)
+    small = narrow_if_exact(counts, whole_bound=255.0)
+    assert small.dtype == np.uint8 and np.array_equal(small.astype(np.float32), counts)
+    counts[1, 2, 3, 0] = 65535.0
+    mid = narrow_if_exact(counts, whole_bound=65535.0)
+    assert mid.dtype == np.uint16 and np.array_equal(mid.astype(np.float32), counts)
+    assert narrow_if_exact(counts, whole_bound=65536.0) is counts       # too large: float32
+    assert narrow_if_exact(counts) is counts                            # no bound: float32
+    assert narrow_if_exact(counts[:, :, ::2], whole_bound=9.0).dtype == np.float32  # strided
+
+
+def test_count_histograms_narrowed_on_the_wire_give_the_same_forest(local_session, monkeypatch):
+    # A forest's class-count histograms travel as uint8/uint16 where results cross
+    # processes: the same trees bit for bit, and far fewer bytes moved.
+    from shardlearn.ensemble import RandomForestClassifier
+    from shardlearn.runtime.engines.local import LocalEngine
+    from shardlearn.testing import assert_same_forest
+
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(6000, 6))
+    X[::13, 2] = np.nan
+    y = (X[:, 0] + X[:, 1] ** 2 + 0.5 * rng.normal(size=6000) > 0.8).astype(int)
+    est = RandomForestClassifier(n_estimators=6, max_depth=7, random_state=0)
+    wide = est.fit(X, y)
+    monkeypatch.setattr(LocalEngine, "moves_results", True, raising=False)
+    narrow = RandomForestClassifier(**est.get_params()).fit(X, y)
+    assert_same_forest(wide.forest_, narrow.forest_)
+    np.testing.assert_array_equal(wide.predict_proba(X), narrow.predict_proba(X))
+    assert narrow.fit_report_.bytes_moved < 0.6 * wide.fit_report_.bytes_moved
+
+
 def test_histograms_narrowed_on_the_wire_give_the_same_boosted_model(local_session, monkeypatch):
     # Engines whose results cross processes get float32 histograms where that is
     # exact: the same trees bit for bit, and fewer bytes moved.

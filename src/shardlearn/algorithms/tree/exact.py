@@ -59,16 +59,30 @@ def _to_float32(a, out):
     return not inexact
 
 
-def narrow_if_exact(hist: np.ndarray, pool=None) -> np.ndarray:
-    """``hist`` as float32 if every value survives the round trip exactly, else itself.
+def narrow_if_exact(hist: np.ndarray, pool=None, whole_bound: float | None = None) -> np.ndarray:
+    """``hist`` in a narrower type that gives back every value exactly, else itself.
 
-    Histograms of nodes with a few thousand rows are integers times the grid below
-    2**24 times it: float32 holds them, and widening gives back the same float64
-    bits. Half the bytes to send, the same model. Checked per array, not assumed:
-    one value too large keeps the whole array in float64. ``pool``: a
-    :class:`._scratch.ScratchPool` to take the float32 array from.
+    ``whole_bound``: the caller knows that every value is a whole number from +0
+    to this bound (a float32 histogram of class counts: see ``TreeFit.hist_dtype``;
+    the bound its largest value). Then it travels as
+    uint8 (bound below 256) or uint16 (below 65536): a forest's deep levels were
+    15-78 MB a worker in float32. Known, not checked: a pass checking that each
+    value is whole cost 2.5-3.5 ns a value, the cast 0.35.
+
+    Otherwise a float64 histogram of nodes with a few thousand rows holds integers
+    times the grid below 2**24 times it: float32 holds them, and widening gives
+    back the same float64 bits. Checked per array, not assumed: one value too large
+    keeps the whole array in float64. ``pool``: a :class:`._scratch.ScratchPool` to
+    take the narrow array from.
     """
-    if hist.dtype != np.float64 or not hist.flags.c_contiguous:
+    if not hist.flags.c_contiguous:
+        return hist
+    if whole_bound is not None and whole_bound <= 65535.0:
+        dtype = np.uint8 if whole_bound <= 255.0 else np.uint16
+        out = np.empty(hist.shape, dtype) if pool is None else pool.empty(hist.shape, dtype)
+        out[...] = hist
+        return out
+    if hist.dtype != np.float64:
         return hist
     out = np.empty(hist.shape, np.float32) if pool is None else pool.empty(hist.shape, np.float32)
     return out if _to_float32(hist.reshape(-1), out.reshape(-1)) else hist

@@ -571,7 +571,7 @@ def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, roo
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
     ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow)`` or
     None; :func:`_finish_level` ends it (the worker sends the first three, the
-    histograms in float32 if ``narrow`` and that is exact). The sums are exact
+    histograms narrowed if ``narrow`` and that is exact). The sums are exact
     (.exact), so how shards are grouped on workers does not matter.
     """
     n_slots = int(slots.max()) + 1 if slots.size else 0
@@ -606,7 +606,11 @@ def _finish_level(acc):
     if hist is not None:
         carry.finish(hist, tot)
         if narrow:
-            hist = narrow_if_exact(hist, POOL)
+            # float32 histograms hold whole numbers from +0 only (TreeFit.hist_dtype):
+            # their largest (numpy's max: 0.15 ns a value) says which type holds them.
+            # The largest node total was a bound too loose (most deep levels uint16).
+            whole = float(hist.max(initial=0.0)) if hist.dtype == np.float32 else None
+            hist = narrow_if_exact(hist, POOL, whole)
     return hist, tot, extras
 
 
@@ -688,9 +692,10 @@ class DataParallel:
         self.B = n_bins
         self.C = n_channels
         self.hist_dtype = hist_dtype
-        # Where results cross processes, float64 histograms travel as float32 when
-        # that is exact (most nodes below the root: see exact.narrow_if_exact).
-        self.narrow = hist_dtype == "float64" and coord.engine.moves_results
+        # Where results cross processes, histograms travel in a narrower type when
+        # that is exact (float32 for most nodes below the root, uint8/uint16 for
+        # counts: see exact.narrow_if_exact).
+        self.narrow = coord.engine.moves_results
         self.pending = None
         self._held = {}          # (tree, node) -> summed histogram of a frontier node
 
