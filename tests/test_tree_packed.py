@@ -76,7 +76,7 @@ def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, 
     pos_want, pos_got = pos.copy(), pos.copy()
     m = H._NO_MOVES
     acc = np.zeros(P.accumulator_size(S, F) + 5, np.int64)   # scratch, left zero
-    buf = (acc, np.zeros(S, np.int64), np.zeros(S, np.int64))
+    buf = (acc, np.zeros(S, np.int64), np.zeros(S, np.int64), np.zeros(S, np.uint8))
     if case == "root":
         H._hist_root(Xb, vals, w, want, want_tot)
         P.packed_root(Xb, packed, skip_zero, got, got_tot, qg, qh, *buf)
@@ -98,48 +98,83 @@ def test_packed_histograms_equal_the_float_loops_bit_for_bit(n_bins, skip_zero, 
     assert want_tot[:, 2].sum() > 0.25 * S + P.BLOCK_ROWS   # a node spans several blocks
 
 
+@pytest.mark.parametrize("fresh", [False, True])
 @pytest.mark.parametrize("root", [True, False])
-def test_a_fold_carry_across_shards_gives_the_one_pass_histograms(root):
+def test_a_fold_carry_across_shards_gives_the_one_pass_histograms(root, fresh):
     # Shards of a worker's fold leave their partial blocks in one FoldCarry (blocks
     # spanning shard boundaries); its finish must give what each shard flushing
     # alone gives, bit for bit, and leave its scratch zero for the next fold.
+    # ``fresh``: the fold's histogram starts unwritten (NaN here), each slot's first
+    # flush writes it, and a slot without rows (the last, below the root) is zeroed.
     rng = np.random.default_rng(9)
-    F, S = 5, 1 if root else 3
+    F, S = 5, 1 if root else 4
     qg, qh = 2.0**-15, 2.0**-17
     sizes = [900, 2500, 1300, 40]                        # blocks straddle shards
     shards = []
     for n in sizes:
         Xb = rng.integers(0, 20, size=(n, F)).astype(np.uint8)
         _, _, packed = _packed_rows(rng, n, qg, qh, rng.random(n) < 0.1)
-        pos = rng.integers(0, S, size=(1, n)).astype(np.int32)
+        pos = rng.integers(0, max(S - 1, 1), size=(1, n)).astype(np.int32)
         shards.append((Xb, packed, pos))
     slots = np.arange(S, dtype=np.int32)[None, :]
     m = H._NO_MOVES
     want, want_tot = np.zeros((S, F, 20, 3)), np.zeros((S, 3))
     got, got_tot = np.zeros_like(want), np.zeros_like(want_tot)
     carry = P.FoldCarry()
+    if fresh:
+        got[...] = np.nan
+        carry.mark_fresh()
     for Xb, packed, pos in shards:
         if root:
             buf = (np.zeros(P.accumulator_size(1, F), np.int64), np.zeros(1, np.int64),
-                   np.zeros(1, np.int64))
+                   np.zeros(1, np.int64), np.zeros(1, np.uint8))
             P.packed_root(Xb, packed, False, want, want_tot, qg, qh, *buf)
             P.flush_partial(*buf, want, want_tot, qg, qh)
-            acc, count, total = carry.take(S, F, qg, qh, got, got_tot)
-            P.packed_root(Xb, packed, False, got, got_tot, qg, qh, acc, count, total)
+            acc, count, total, unset = carry.take(S, F, qg, qh, got, got_tot)
+            P.packed_root(Xb, packed, False, got, got_tot, qg, qh, acc, count, total, unset)
         else:
             buf = (np.zeros(P.accumulator_size(S, F), np.int64), np.zeros(S, np.int64),
-                   np.zeros(S, np.int64))
+                   np.zeros(S, np.int64), np.zeros(S, np.uint8))
             P.packed_staged(Xb, packed, False, pos.copy(), slots, want, want_tot, False, m, m,
                             m, m, m, qg, qh, *buf)
             P.flush_partial(*buf, want, want_tot, qg, qh)
-            acc, count, total = carry.take(S, F, qg, qh, got, got_tot)
+            acc, count, total, unset = carry.take(S, F, qg, qh, got, got_tot)
             P.packed_staged(Xb, packed, False, pos.copy(), slots, got, got_tot, False, m, m, m,
-                            m, m, qg, qh, acc, count, total)
+                            m, m, qg, qh, acc, count, total, unset)
     assert carry.count.sum() > 0                          # something left for the end
     carry.finish(got, got_tot)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(got_tot, want_tot)
     assert carry.acc is None and not P.FoldCarry._pool.free.any()
+
+
+@pytest.mark.parametrize("first_packed", [False, True])
+def test_a_float_loop_in_a_fold_started_unwritten_zeroes_what_nothing_wrote(first_packed):
+    # A shard of the fold that takes the float loops (no packed values that round)
+    # adds into the histogram: the slots no block was written to yet must be zeros
+    # by then, whether the fold began with a packed shard or not.
+    rng = np.random.default_rng(4)
+    F, B, S = 4, 16, 3
+    qg, qh = 2.0**-15, 2.0**-17
+    shards = []
+    for n in (700, 500):
+        Xb = rng.integers(0, B, size=(n, F)).astype(np.uint8)
+        vals, w, packed = _packed_rows(rng, n, qg, qh, np.zeros(n, bool))
+        pos = rng.integers(0, S - 1, size=(1, n)).astype(np.int32)    # slot 2: no rows
+        shards.append((Xb, vals, w, packed, pos))
+    slots = np.arange(S, dtype=np.int32)[None, :]
+    want, want_tot = np.zeros((S, F, B, 3)), np.zeros((S, 3))
+    for Xb, vals, w, _, pos in shards:
+        H.build_histograms(Xb, vals, w, pos, slots, want, want_tot)
+    got, got_tot = np.full_like(want, np.nan), np.zeros_like(want_tot)
+    carry = P.FoldCarry()
+    carry.mark_fresh()
+    for k, (Xb, vals, w, packed, pos) in enumerate(shards):
+        pack = (qg, qh, packed, False) if (k == 0) == first_packed else None
+        H.build_histograms(Xb, vals, w, pos, slots, got, got_tot, False, pack, carry)
+    carry.finish(got, got_tot)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_tot, want_tot)
 
 
 def test_dispatcher_takes_the_packed_loops_only_for_two_float64_channels():

@@ -324,6 +324,8 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
     packed loops (the same sums, faster). ``carry``: a
     :class:`._packed_hist.FoldCarry` the packed loops leave their partial blocks in
     (the caller flushes it into ``hist`` at the end of its fold); None: flushed here.
+    ``hist`` holds zeros or sums to add to, or, if ``carry`` says so
+    (:meth:`._packed_hist.FoldCarry.mark_fresh`), nothing yet.
     """
     m = _NO_MOVES
     root = at_root and pos.shape[0] == 1 and hist.shape[0] == 1
@@ -334,7 +336,10 @@ def build_histograms(Xb, vals, w, pos, slot, hist, totals, at_root=False, pack=N
             else:
                 P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, False, m, m, m, m,
                                 m, pack[0], pack[1], *buf)
-    elif root:
+        return hist
+    if carry is not None:
+        carry.zero_unset(hist)      # the float loops add into it
+    if root:
         _hist_root(Xb, vals, w, hist, totals)
     elif _staged(pos, hist, None):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, False, m, m, m, m, m)
@@ -390,7 +395,10 @@ def split_and_build(Xb, vals, w, pos, feature, split_bin, missing_left, left, ri
         with _packed_buffers(pack, carry, hist, totals, Xb.shape[1]) as buf:
             P.packed_staged(Xb, pack[2], pack[3], pos, slot, hist, totals, True, feature,
                             split_bin, missing_left, left, right, pack[0], pack[1], *buf)
-    elif _staged(pos, hist, feats):
+        return hist
+    if carry is not None:
+        carry.zero_unset(hist)      # the float loops add into it
+    if _staged(pos, hist, feats):
         _hist_staged(Xb, vals, w, pos, slot, hist, totals, True, feature, split_bin,
                      missing_left, left, right)
     else:
