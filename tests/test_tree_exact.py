@@ -197,23 +197,31 @@ def test_count_histograms_narrow_to_the_smallest_unsigned_type_their_bound_allow
     assert narrow_if_exact(counts[:, :, ::2], whole_bound=9.0).dtype == np.float32  # strided
 
 
+def _wide_and_narrow_fits(est, X, y, monkeypatch):
+    """``est`` fitted in-process as is, then as if results crossed processes (where
+    histograms travel narrowed): both fits, and the same trees bit for bit."""
+    from shardlearn.runtime.engines.local import LocalEngine
+    from shardlearn.testing import assert_same_forest
+
+    wide = est.fit(X, y)
+    monkeypatch.setattr(LocalEngine, "moves_results", True, raising=False)
+    narrow = type(est)(**est.get_params()).fit(X, y)
+    assert_same_forest(wide.forest_, narrow.forest_)
+    np.testing.assert_array_equal(wide.predict_proba(X), narrow.predict_proba(X))
+    return wide, narrow
+
+
 def test_count_histograms_narrowed_on_the_wire_give_the_same_forest(local_session, monkeypatch):
     # A forest's class-count histograms travel as uint8/uint16 where results cross
     # processes: the same trees bit for bit, and far fewer bytes moved.
     from shardlearn.ensemble import RandomForestClassifier
-    from shardlearn.runtime.engines.local import LocalEngine
-    from shardlearn.testing import assert_same_forest
 
     rng = np.random.default_rng(12)
     X = rng.normal(size=(6000, 6))
     X[::13, 2] = np.nan
     y = (X[:, 0] + X[:, 1] ** 2 + 0.5 * rng.normal(size=6000) > 0.8).astype(int)
     est = RandomForestClassifier(n_estimators=6, max_depth=7, random_state=0)
-    wide = est.fit(X, y)
-    monkeypatch.setattr(LocalEngine, "moves_results", True, raising=False)
-    narrow = RandomForestClassifier(**est.get_params()).fit(X, y)
-    assert_same_forest(wide.forest_, narrow.forest_)
-    np.testing.assert_array_equal(wide.predict_proba(X), narrow.predict_proba(X))
+    wide, narrow = _wide_and_narrow_fits(est, X, y, monkeypatch)
     assert narrow.fit_report_.bytes_moved < 0.6 * wide.fit_report_.bytes_moved
 
 
@@ -221,19 +229,13 @@ def test_histograms_narrowed_on_the_wire_give_the_same_boosted_model(local_sessi
     # Engines whose results cross processes get float32 histograms where that is
     # exact: the same trees bit for bit, and fewer bytes moved.
     from shardlearn.ensemble import GradientBoostingClassifier
-    from shardlearn.runtime.engines.local import LocalEngine
-    from shardlearn.testing import assert_same_forest
 
     rng = np.random.default_rng(11)
     X = rng.normal(size=(6000, 5))
     X[::17, 1] = np.nan
     y = (X[:, 0] - X[:, 2] ** 2 + 0.5 * rng.normal(size=6000) > -0.5).astype(int)
     est = GradientBoostingClassifier(n_estimators=8, max_depth=4, random_state=0)
-    wide = est.fit(X, y)
-    monkeypatch.setattr(LocalEngine, "moves_results", True, raising=False)
-    narrow = GradientBoostingClassifier(**est.get_params()).fit(X, y)
-    assert_same_forest(wide.forest_, narrow.forest_)
-    np.testing.assert_array_equal(wide.predict_proba(X), narrow.predict_proba(X))
+    wide, narrow = _wide_and_narrow_fits(est, X, y, monkeypatch)
     assert narrow.fit_report_.bytes_moved < 0.9 * wide.fit_report_.bytes_moved
 
 
