@@ -123,7 +123,7 @@ def test_a_fold_carry_across_shards_gives_the_one_pass_histograms(root, fresh):
     carry = P.FoldCarry()
     if fresh:
         got[...] = np.nan
-        carry.mark_fresh()
+        carry.mark_fresh(S)
     for Xb, packed, pos in shards:
         if root:
             buf = (np.zeros(P.accumulator_size(1, F), np.int64), np.zeros(1, np.int64),
@@ -168,7 +168,7 @@ def test_a_float_loop_in_a_fold_started_unwritten_zeroes_what_nothing_wrote(firs
         H.build_histograms(Xb, vals, w, pos, slots, want, want_tot)
     got, got_tot = np.full_like(want, np.nan), np.zeros_like(want_tot)
     carry = P.FoldCarry()
-    carry.mark_fresh()
+    carry.mark_fresh(S)
     for k, (Xb, vals, w, packed, pos) in enumerate(shards):
         pack = (qg, qh, packed, False) if (k == 0) == first_packed else None
         H.build_histograms(Xb, vals, w, pos, slots, got, got_tot, False, pack, carry)

@@ -362,8 +362,19 @@ def _packed_buffers(pack, carry, hist, totals, n_features):
 
 def _packable(pack, vals, hist):
     # C-contiguous: the packed loops flush into each node through a flat view.
+    return hist.flags.c_contiguous and _packed_values(pack, vals, hist.shape[3], hist.dtype)
+
+
+def _packed_values(pack, vals, n_channels, dtype) -> bool:
     return (pack is not None and vals.shape[0] == 1 and vals.shape[2] == 2
-            and hist.shape[3] == 3 and hist.dtype == np.float64 and hist.flags.c_contiguous)
+            and n_channels == 3 and np.dtype(dtype) == np.float64)
+
+
+def takes_packed_loops(pack, vals, pos, feats, n_channels, dtype) -> bool:
+    """Whether a pass into a new (C-contiguous) histogram of ``n_channels`` and
+    ``dtype`` takes the packed loops: what :func:`build_histograms` and
+    :func:`split_and_build` decide, before the histogram exists."""
+    return _packed_values(pack, vals, n_channels, dtype) and _one_tree(pos, feats)
 
 
 def _one_tree(pos, feats):

@@ -23,7 +23,12 @@ import numpy as np
 from numba import njit
 
 # The histogram passes live in their own module; callers reach them through this one.
-from ._hist_kernels import build_histograms, build_histograms_subset, split_and_build  # noqa: F401
+from ._hist_kernels import (  # noqa: F401
+    build_histograms,
+    build_histograms_subset,
+    split_and_build,
+    takes_packed_loops,
+)
 
 
 @njit(nogil=True, cache=True, inline="always")

@@ -246,9 +246,10 @@ class FoldCarry:
     flush then writes it instead of adding to zeros, which spares zeroing it first
     (5% of a boosting worker's time). Slots that never get a row are zeroed at the
     end, and a float loop that adds into the histogram asks for the unwritten slots
-    to be zeroed first (:meth:`zero_unset`)."""
+    to be zeroed first (:meth:`zero_unset`). ``unset``: per slot, 1 while nothing
+    wrote it (None until the fold's first pass or :meth:`mark_fresh`)."""
 
-    __slots__ = ("acc", "count", "total", "unset", "grids", "fresh")
+    __slots__ = ("acc", "count", "total", "unset", "grids")
     _pool = threading.local()
 
     def __init__(self):
@@ -257,11 +258,10 @@ class FoldCarry:
         self.total = None
         self.unset = None
         self.grids = None
-        self.fresh = False
 
-    def mark_fresh(self):
-        """The fold's histogram was just allocated and holds nothing yet."""
-        self.fresh = True
+    def mark_fresh(self, n_slots):
+        """The fold's histogram (``n_slots`` nodes) was just allocated and holds nothing yet."""
+        self.unset = np.ones(n_slots, np.uint8)
 
     def take(self, n_slots, n_features, qg, qh, hist, totals):
         """``(acc, count, total, unset)`` for a shard's pass with these slots and grids."""
@@ -273,8 +273,7 @@ class FoldCarry:
             self.count = np.zeros(n_slots, np.int64)
             self.total = np.zeros(n_slots, np.int64)
             if self.unset is None:
-                self.unset = np.full(n_slots, 1 if self.fresh else 0, np.uint8)
-            self.fresh = False
+                self.unset = np.zeros(n_slots, np.uint8)
             self.grids = (qg, qh)
         elif self.grids != (qg, qh):          # not within one round; kept exact anyway
             flush_partial(self.acc, self.count, self.total, self.unset, hist, totals,
@@ -284,10 +283,7 @@ class FoldCarry:
 
     def zero_unset(self, hist):
         """Zero what of ``hist`` nothing wrote yet (before a loop that adds into it)."""
-        if self.fresh:
-            hist.fill(0)
-            self.fresh = False
-        elif self.unset is not None and self.unset.any():
+        if self.unset is not None and self.unset.any():
             hist[self.unset != 0] = 0
             self.unset[:] = 0
 
@@ -295,6 +291,7 @@ class FoldCarry:
         """Flush what the shards left into ``hist``/``totals``; free the scratch."""
         if self.acc is None:
             self.zero_unset(hist)
+            self.unset = None
             return
         flush_partial(self.acc, self.count, self.total, self.unset, hist, totals, *self.grids)
         self._pool.free = self.acc

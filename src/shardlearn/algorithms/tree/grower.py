@@ -548,10 +548,12 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     width = feats.shape[1] if feats is not None else Xb.shape[1]
     if into is None:
         shape = (n_slots, width, n_bins, n_channels)
-        if carry is not None and _packed_pass(state, feats, n_channels, dtype):
-            # The packed loops write each node's first block: no zeros needed.
+        if carry is not None and K.takes_packed_loops(state.get("pack"), state["vals"],
+                                                      state["pos"], feats, n_channels, dtype):
+            # The packed loops write each node's first block: no zeros needed (where
+            # they are not taken after all, the float loops zero it first).
             hist = POOL.empty(shape, dtype)
-            carry.mark_fresh()
+            carry.mark_fresh(n_slots)
         else:
             hist = POOL.zeros(shape, dtype)
         tot = np.zeros((n_slots, n_channels))
@@ -570,29 +572,18 @@ def _build(state, slots, n_slots, n_bins, n_channels, feats=None, into=None, mov
     return hist, tot
 
 
-def _packed_pass(state, feats, n_channels, dtype) -> bool:
-    """Whether this shard's pass takes the packed loops (as _hist_kernels._packable
-    decides; where it does not after all, the float loops zero the histogram)."""
-    vals = state["vals"]
-    return (state.get("pack") is not None and feats is None and state["pos"].shape[0] == 1
-            and vals.shape[0] == 1 and vals.shape[2] == 2 and n_channels == 3
-            and np.dtype(dtype) == np.float64)
-
-
-def data_level_kernel(shard, state, acc, pending, slots, n_bins, n_channels, root, prologue,
-                      feats=None, dtype="float64", narrow=False, n_slots=None):
+def data_level_kernel(shard, state, acc, pending, slots, n_slots, n_bins, n_channels, root,
+                      prologue, feats=None, dtype="float64", narrow=False):
     """Apply pending splits, run the prologue, add this shard's histograms to ``acc``.
 
     A fold over a worker's shards (``Coordinator.map(fold=True)``): ``acc`` is
     ``(hist, totals, [(shard index, prologue result), ...], FoldCarry, narrow)`` or
     None; :func:`_finish_level` ends it (the worker sends the first three, the
     histograms narrowed if ``narrow`` and that is exact). The sums are exact
-    (.exact), so how shards are grouped on workers does not matter.
+    (.exact), so how shards are grouped on workers does not matter. ``n_slots``:
+    the nodes built, ``slots.max() + 1`` (counted by the coordinator: a numpy max
+    per shard was 3% of a worker's time).
     """
-    # The coordinator counts the slots once a step (a numpy max per shard was 3% of a
-    # worker's time); None from callers that do not.
-    if n_slots is None:
-        n_slots = int(slots.max()) + 1 if slots.size else 0
     # Rows move to their children in the histogram pass itself, unless a prologue
     # must see where they ended (the previous round's leaves) first.
     threshold_only = pending is not None and pending[6].shape[0] == 0   # no categorical
@@ -737,9 +728,8 @@ class DataParallel:
         fmask, feats = fmask
         # The split table goes as an argument: the coordinator sends a small one inline
         # and puts a large one in the object store once for all workers.
-        n_slots = int(slots.max()) + 1 if slots.size else 0
-        out = self.coord.map(data_level_kernel, pending, slots, self.B, self.C, root, prologue,
-                             feats, self.hist_dtype, self.narrow, n_slots, step="tree_level",
+        out = self.coord.map(data_level_kernel, pending, slots, len(built), self.B, self.C,
+                             root, prologue, feats, self.hist_dtype, self.narrow, step="tree_level",
                              restore=True, fold=True)
         extra = [e for _, e in sorted((e for o in out for e in o[2]), key=lambda e: e[0])]
         parts = [o[0] for o in out]
