@@ -373,7 +373,7 @@ def _best_splits_3_vector(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, 
     """:func:`_best_splits_3` for crit 0 (g, h) and 2 (gini of two classes), the same
     answers bit for bit, in three loops per feature that the compiler vectorises:
     prefix sums of the bins, every bin's gain (invalid ones -inf, with selects,
-    not branches), then the first best.
+    not branches), then the first best (:func:`_scan_feature`).
 
     The scalar loop waits on two divisions per bin; these run 8 to a vector. The
     prefix sums are exact (histograms hold multiples of a power-of-two grid, see
@@ -385,8 +385,6 @@ def _best_splits_3_vector(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, 
     LB = np.zeros(B)
     LC = np.zeros(B)
     G = np.empty(B)
-    gini = crit == 2
-    lam_c = 0.0 if gini else lam
     for s in range(S):
         best = -np.inf
         ta, tb, tc = totals[s, 0], totals[s, 1], totals[s, 2]
@@ -405,45 +403,234 @@ def _best_splits_3_vector(hist, totals, fmask, crit, lam, msl, mcw, gain, feat, 
                 LA[k] = la
                 LB[k] = lb
                 LC[k] = lc
-            for opt in range(2):
-                if opt == 1 and hf[0, 2] == 0.0:
-                    continue
-                a0 = hf[0, 0] if opt == 1 else 0.0
-                b0 = hf[0, 1] if opt == 1 else 0.0
-                c0 = hf[0, 2] if opt == 1 else 0.0
-                for k in range(1, B):
-                    xa = LA[k] + a0
-                    xb = LB[k] + b0
-                    xc = LC[k] + c0
-                    ya = ta - xa
-                    yb = tb - xb
-                    yc = tc - xc
-                    if gini:
-                        # _score3, crit 2: (a*a + b*b) / (a + b)
-                        wl = xa + xb
-                        wr = ya + yb
-                        sl = (xa * xa + xb * xb) / wl if wl > 0.0 else 0.0
-                        sr = (ya * ya + yb * yb) / wr if wr > 0.0 else 0.0
-                        ok_w = (wl >= mcw) & (wr >= mcw)
-                    else:
-                        # _score3, crit 0: a*a / (b + lam)
-                        hl = xb + lam_c
-                        hr = yb + lam_c
-                        sl = xa * xa / hl if hl > 0.0 else 0.0
-                        sr = ya * ya / hr if hr > 0.0 else 0.0
-                        ok_w = (xb >= mcw) & (yb >= mcw)
-                    ok = (hf[k, 2] != 0.0) & (xc >= msl) & (yc >= msl) & (ok_w | (mcw <= 0.0))
-                    G[k] = sl + sr - P if ok else -np.inf
-                for k in range(1, B):
-                    if G[k] > best:
-                        best = G[k]
-                        feat[s] = f
-                        sbin[s] = k
-                        mleft[s] = opt
-                        left[s, 0] = LA[k] + a0
-                        left[s, 1] = LB[k] + b0
-                        left[s, 2] = LC[k] + c0
+            best = _scan_feature(hf, LA, LB, LC, G, ta, tb, tc, P, crit, lam, msl, mcw, best,
+                                 s, f, feat, sbin, mleft, left)
         gain[s] = best
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _scan_feature(hf, LA, LB, LC, G, ta, tb, tc, P, crit, lam, msl, mcw, best, s, f, feat,
+                  sbin, mleft, left):
+    """One feature's bins (``hf``, prefix sums ``LA``/``LB``/``LC`` from bin 1) for
+    :func:`_best_splits_3_vector` and the fused passes: the node's best so far, updated
+    (``feat``/``sbin``/``mleft``/``left`` of node ``s`` where this feature beats it)."""
+    B = hf.shape[0]
+    gini = crit == 2
+    lam_c = 0.0 if gini else lam
+    for opt in range(2):
+        if opt == 1 and hf[0, 2] == 0.0:
+            continue
+        a0 = hf[0, 0] if opt == 1 else 0.0
+        b0 = hf[0, 1] if opt == 1 else 0.0
+        c0 = hf[0, 2] if opt == 1 else 0.0
+        for k in range(1, B):
+            xa = LA[k] + a0
+            xb = LB[k] + b0
+            xc = LC[k] + c0
+            ya = ta - xa
+            yb = tb - xb
+            yc = tc - xc
+            if gini:
+                # _score3, crit 2: (a*a + b*b) / (a + b)
+                wl = xa + xb
+                wr = ya + yb
+                sl = (xa * xa + xb * xb) / wl if wl > 0.0 else 0.0
+                sr = (ya * ya + yb * yb) / wr if wr > 0.0 else 0.0
+                ok_w = (wl >= mcw) & (wr >= mcw)
+            else:
+                # _score3, crit 0: a*a / (b + lam)
+                hl = xb + lam_c
+                hr = yb + lam_c
+                sl = xa * xa / hl if hl > 0.0 else 0.0
+                sr = ya * ya / hr if hr > 0.0 else 0.0
+                ok_w = (xb >= mcw) & (yb >= mcw)
+            ok = (hf[k, 2] != 0.0) & (xc >= msl) & (yc >= msl) & (ok_w | (mcw <= 0.0))
+            G[k] = sl + sr - P if ok else -np.inf
+        for k in range(1, B):
+            if G[k] > best:
+                best = G[k]
+                feat[s] = f
+                sbin[s] = k
+                mleft[s] = opt
+                left[s, 0] = LA[k] + a0
+                left[s, 1] = LB[k] + b0
+                left[s, 2] = LC[k] + c0
+    return best
+
+
+@njit(nogil=True, cache=True)
+def add_and_search(a, b, out, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin, mleft,
+                   left):
+    """``out = a + b`` (each part widened to ``out``'s type first, as :func:`add_into`)
+    and :func:`_best_splits_3_vector` of ``out``, feature by feature in one pass: each
+    feature's bins are searched while they are in L1, not read back from memory after
+    the whole level is added up (a deep boosting level is 3-6 MB). Same bits."""
+    S, F, B, _ = out.shape
+    LA = np.zeros(B)
+    LB = np.zeros(B)
+    LC = np.zeros(B)
+    G = np.empty(B)
+    for s in range(S):
+        best = -np.inf
+        ta, tb, tc = totals[s, 0], totals[s, 1], totals[s, 2]
+        P = _score3(ta, tb, crit, lam)
+        for f in range(F):
+            af = a[s, f]
+            bf = b[s, f]
+            hf = out[s, f]
+            la = 0.0
+            lb = 0.0
+            lc = 0.0
+            for c in range(3):
+                hf[0, c] = out.dtype.type(af[0, c]) + out.dtype.type(bf[0, c])
+            for k in range(1, B):
+                va = out.dtype.type(af[k, 0]) + out.dtype.type(bf[k, 0])
+                vb = out.dtype.type(af[k, 1]) + out.dtype.type(bf[k, 1])
+                vc = out.dtype.type(af[k, 2]) + out.dtype.type(bf[k, 2])
+                hf[k, 0] = va
+                hf[k, 1] = vb
+                hf[k, 2] = vc
+                la += va
+                lb += vb
+                lc += vc
+                LA[k] = la
+                LB[k] = lb
+                LC[k] = lc
+            if fmask[s, f]:
+                best = _scan_feature(hf, LA, LB, LC, G, ta, tb, tc, P, crit, lam, msl, mcw,
+                                     best, s, f, feat, sbin, mleft, left)
+        gain[s] = best
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _feature_sums(hf, LA, LB, LC):
+    la = 0.0
+    lb = 0.0
+    lc = 0.0
+    for k in range(1, hf.shape[0]):
+        la += hf[k, 0]
+        lb += hf[k, 1]
+        lc += hf[k, 2]
+        LA[k] = la
+        LB[k] = lb
+        LC[k] = lc
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _scan_and_finish(hf, LA, LB, LC, G, totals, P, crit, lam, msl, mcw, best, s, f, feat, sbin,
+                     mleft, bin_hi, left, missing):
+    """:func:`_scan_feature` of node ``s``, and where this feature becomes the node's
+    best, what :func:`_finish_best` reads of its histogram: the next non-empty bin
+    after the split (``bin_hi``) and the feature's missing count (``missing``)."""
+    new = _scan_feature(hf, LA, LB, LC, G, totals[s, 0], totals[s, 1], totals[s, 2], P, crit,
+                        lam, msl, mcw, best, s, f, feat, sbin, mleft, left)
+    if new > best:
+        nxt = -1
+        for k in range(sbin[s] + 1, hf.shape[0]):
+            if hf[k, 2] > 0.0:
+                nxt = k
+                break
+        bin_hi[s] = nxt
+        missing[s] = hf[0, 2]
+    return new
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _finish_row(totals, gain, feat, mleft, left, missing, s, best):
+    gain[s] = best
+    if best == -np.inf:
+        feat[s] = -1
+    elif missing[s] == 0.0:
+        # No missing values here in training: send them to the larger child.
+        mleft[s] = 1 if left[s, 2] >= totals[s, 2] - left[s, 2] else 0
+
+
+@njit(nogil=True, cache=True)
+def pair_search(a, b, parent, dtype_of, totals, fmask, crit, lam, msl, mcw, gain, feat, sbin,
+                mleft, bin_hi, left, missing, sc, ss):
+    """Best splits of a built node (the workers' parts ``a + b``, each widened to
+    ``dtype_of``'s type first) into row ``sc`` of the outputs and, unless ``ss < 0``,
+    of its sibling ``parent - (a + b)`` into row ``ss``, feature by feature; nothing
+    is written but the outputs (with ``bin_hi`` and the missing direction done, as
+    :func:`_finish_best` would): for the last level, whose histograms nobody holds.
+    The same bits as adding up, subtracting and searching."""
+    F, B, _ = a.shape
+    T = dtype_of.dtype.type
+    HC = np.empty((B, 3), dtype_of.dtype)
+    HS = np.empty((B, 3), dtype_of.dtype)
+    LA = np.zeros(B)
+    LB = np.zeros(B)
+    LC = np.zeros(B)
+    G = np.empty(B)
+    Pc = _score3(totals[sc, 0], totals[sc, 1], crit, lam)
+    Ps = _score3(totals[ss, 0], totals[ss, 1], crit, lam) if ss >= 0 else 0.0
+    best_c = -np.inf
+    best_s = -np.inf
+    hc = HC.reshape(-1)
+    hs = HS.reshape(-1)
+    for f in range(F):
+        af = a[f].reshape(-1)
+        bf = b[f].reshape(-1)
+        for i in range(3 * B):
+            iu = np.uint64(i)
+            hc[iu] = T(af[iu]) + T(bf[iu])
+        if fmask[sc, f]:
+            _feature_sums(HC, LA, LB, LC)
+            best_c = _scan_and_finish(HC, LA, LB, LC, G, totals, Pc, crit, lam, msl, mcw,
+                                      best_c, sc, f, feat, sbin, mleft, bin_hi, left, missing)
+        if ss >= 0 and fmask[ss, f]:
+            pf = parent[f].reshape(-1)
+            for i in range(3 * B):
+                iu = np.uint64(i)
+                hs[iu] = pf[iu] - hc[iu]
+            _feature_sums(HS, LA, LB, LC)
+            best_s = _scan_and_finish(HS, LA, LB, LC, G, totals, Ps, crit, lam, msl, mcw,
+                                      best_s, ss, f, feat, sbin, mleft, bin_hi, left, missing)
+    _finish_row(totals, gain, feat, mleft, left, missing, sc, best_c)
+    if ss >= 0:
+        _finish_row(totals, gain, feat, mleft, left, missing, ss, best_s)
+
+
+@njit(nogil=True, cache=True)
+def subtract_and_search(parent, child, out, totals, fmask, crit, lam, msl, mcw, gain, feat,
+                        sbin, mleft, left, s):
+    """``out = parent - child`` for one node's (F, B, 3) histogram (as
+    :func:`subtract_into`) and its best split into row ``s`` of the outputs, feature
+    by feature in one pass (see :func:`add_and_search`). Same bits."""
+    F, B, _ = out.shape
+    LA = np.zeros(B)
+    LB = np.zeros(B)
+    LC = np.zeros(B)
+    G = np.empty(B)
+    best = -np.inf
+    ta, tb, tc = totals[s, 0], totals[s, 1], totals[s, 2]
+    P = _score3(ta, tb, crit, lam)
+    for f in range(F):
+        pf = parent[f]
+        cf = child[f]
+        hf = out[f]
+        la = 0.0
+        lb = 0.0
+        lc = 0.0
+        for c in range(3):
+            hf[0, c] = pf[0, c] - cf[0, c]
+        for k in range(1, B):
+            va = pf[k, 0] - cf[k, 0]
+            vb = pf[k, 1] - cf[k, 1]
+            vc = pf[k, 2] - cf[k, 2]
+            hf[k, 0] = va
+            hf[k, 1] = vb
+            hf[k, 2] = vc
+            la += va
+            lb += vb
+            lc += vc
+            LA[k] = la
+            LB[k] = lb
+            LC[k] = lc
+        if fmask[s, f]:
+            best = _scan_feature(hf, LA, LB, LC, G, ta, tb, tc, P, crit, lam, msl, mcw, best,
+                                 s, f, feat, sbin, mleft, left)
+    gain[s] = best
 
 
 @njit(nogil=True, cache=True)

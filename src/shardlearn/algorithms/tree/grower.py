@@ -46,8 +46,12 @@ from .splitting import (
     CAT_WORDS,
     BestSplits,
     SplitParams,
+    added_best_splits,
     find_best_splits,
+    fuses_with_search,
     impurity,
+    subtracted_best_splits,
+    unheld_best_splits,
     with_siblings,
 )
 
@@ -465,7 +469,10 @@ class Grower:
         """
         in_front = set(frontier)
         fits = len(frontier) * self.node_bytes <= self.budget
-        keep = fits and not self.compact
+        # The last level's histograms serve no subtraction: its children are leaves.
+        last = self.cfg.max_depth is not None and all(
+            trees[t].depth[v] + 1 >= self.cfg.max_depth for t, v in frontier)
+        keep = fits and not self.compact and not last
         held = self.backend.held if retain is not None else None
         built, derived = [], []
         for t, v, lc, rc, need in pairs:
@@ -738,6 +745,14 @@ class DataParallel:
             totals = tot
         siblings = None
         first = parts[0]
+        if keep is False and feats is None and _pairs_apply(parts, self.params):
+            # Nothing of this level is held for the next: no histogram is written.
+            bidx = {node: i for i, node in enumerate(built)}
+            best = _search_unheld(parts, [self._held[p] for _, p, _ in derived],
+                                  [bidx[s] for _, _, s in derived], totals, self.params,
+                                  fmask, self.hist_dtype)
+            self._held = {}
+            return LevelResult(best, tot if root else None, extra)
         if first is None or (not derived and _usable_as_is(parts, self.hist_dtype)):
             hist, parts = first, None          # nothing to add up
         else:
@@ -889,10 +904,37 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
     """
     S = hist.shape[0]
     n_built = S if siblings is None else siblings[0]
+    # Adding up (or subtracting) and searching in one pass where the kernels allow it:
+    # each feature's bins are searched while in cache (splitting.added_best_splits).
+    fused = feats is None and fuses_with_search(params, hist) and (
+        parts is None or (len(parts) == 2 and all(
+            isinstance(p, np.ndarray) and p.flags.c_contiguous and p.shape == parts[0].shape
+            for p in parts)))
+
+    def rows_mask(a, b):
+        return None if fmask is None else fmask[a:b]
 
     def merge(a, b):
         if parts is not None and a < b:
             _sum_parts([p[a:b] for p in parts], out=hist[a:b])
+
+    def built_best(a, b, merged=False):
+        """Best splits of built rows a..b, their parts added up first unless ``merged``."""
+        if fused and parts is not None and not merged and a < b:
+            return added_best_splits(parts[0][a:b], parts[1][a:b], hist[a:b], totals[a:b],
+                                     params, rows_mask(a, b))
+        if not merged:
+            merge(a, b)
+        return search(a, b)
+
+    def sibling_best(c, d):
+        """Best splits of sibling rows c..d (every built row they need is added up)."""
+        if fused and c < d:
+            n, parents, small = siblings
+            return subtracted_best_splits([parents[k - n] for k in range(c, d)], hist[c:d],
+                                          [hist[small[k - n]] for k in range(c, d)],
+                                          totals[c:d], params, rows_mask(c, d))
+        return search(c, d)
 
     def search(a, b):
         if a >= b:
@@ -903,13 +945,11 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
                 K.subtract_into(parents[k], hist[small[k]], hist[n + k])
         if feats is not None:
             return _compact_best(hist[a:b], totals[a:b], params, feats[a:b], feats[a:b] >= 0)
-        return find_best_splits(hist[a:b], totals[a:b], params,
-                                None if fmask is None else fmask[a:b])
+        return find_best_splits(hist[a:b], totals[a:b], params, rows_mask(a, b))
 
     n_threads = min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, S // PARALLEL_SEARCH_MIN_NODES)
     if n_threads < 2:
-        merge(0, n_built)
-        return search(0, S)
+        return _concat_best([built_best(0, n_built), sibling_best(n_built, S)])
     if not _search_pool:
         _search_pool.append(ThreadPoolExecutor(PARALLEL_SEARCH_MAX_THREADS - 1,
                                                thread_name_prefix="shardlearn-split"))
@@ -929,13 +969,37 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
             _on_threads(merge, list(zip(built[:-1], built[1:])))
 
     def chunk(a, b, c, d):
-        if in_order:
-            merge(a, b)
-        return search(a, b), search(c, d)
+        return built_best(a, b, merged=not in_order), sibling_best(c, d)
 
     found = _on_threads(chunk, list(zip(built[:-1], built[1:], derived[:-1], derived[1:])))
     # Back in row order: every chunk's built rows, then every chunk's siblings.
-    found = [f[0] for f in found] + [f[1] for f in found]
+    return _concat_best([f[0] for f in found] + [f[1] for f in found])
+
+
+def _pairs_apply(parts, params) -> bool:
+    """Whether :func:`.splitting.unheld_best_splits` serves these workers' parts."""
+    return (len(parts) == 2 and all(isinstance(p, np.ndarray) and p.flags.c_contiguous
+                                    for p in parts)
+            and parts[0].shape == parts[1].shape and fuses_with_search(params, parts[0]))
+
+
+def _search_unheld(parts, parents, small, totals, params, fmask, dtype):
+    """:func:`.splitting.unheld_best_splits`, its node pairs on the search threads when a
+    level has enough nodes (as :func:`_search_in_parallel`)."""
+    n = parts[0].shape[0]
+    S = n + len(parents)
+    n_threads = min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, S // PARALLEL_SEARCH_MIN_NODES)
+    if n_threads < 2:
+        return unheld_best_splits(parts, parents, small, totals, params, fmask, dtype)
+    if not _search_pool:
+        _search_pool.append(ThreadPoolExecutor(PARALLEL_SEARCH_MAX_THREADS - 1,
+                                               thread_name_prefix="shardlearn-split"))
+    edges = np.linspace(0, n, n_threads + 1).astype(int)
+    return unheld_best_splits(parts, parents, small, totals, params, fmask, dtype,
+                              chunks=list(zip(edges[:-1], edges[1:])), run=_on_threads)
+
+
+def _concat_best(found) -> BestSplits:
     return BestSplits(*(np.concatenate([getattr(p, f.name) for p in found])
                         for f in dataclasses.fields(BestSplits)))
 

@@ -167,6 +167,105 @@ def find_best_splits(hist, totals, params: SplitParams, feature_mask=None,
     return out
 
 
+def fuses_with_search(params: SplitParams, hist) -> bool:
+    """Whether :func:`added_best_splits` and :func:`subtracted_best_splits` serve a
+    level: two value channels and a count, boosting's or two classes' gini (the
+    vectorised search), no categorical feature, every array C-contiguous."""
+    return (hist.ndim == 4 and hist.shape[-1] == 3 and params.criterion in ("gh", "gini")
+            and (params.categorical is None or not np.any(params.categorical))
+            and hist.flags.c_contiguous)
+
+
+def _fused_args(params: SplitParams):
+    return (_CRIT[params.criterion], float(params.reg_lambda),
+            float(max(1, params.min_samples_leaf)), float(params.min_child_weight))
+
+
+def _finished(best: BestSplits, mleft, hist, totals) -> BestSplits:
+    K._finish_best(hist, totals, best.gain, best.feature, best.bin, mleft, best.bin_hi,
+                   best.left)
+    best.missing_left[:] = mleft == 1
+    return best
+
+
+def added_best_splits(a, b, out, totals, params: SplitParams, feature_mask=None) -> BestSplits:
+    """``out[...] = a + b`` (workers' parts, possibly narrower than ``out``), then
+    :func:`find_best_splits` of ``out``, in one pass (see ``_kernels.add_and_search``):
+    the same answer and histogram bit for bit. Only where :func:`fuses_with_search`."""
+    S, F, B, C = out.shape
+    best = BestSplits.empty(S, C)
+    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
+             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
+    tot = np.ascontiguousarray(totals, dtype=np.float64)
+    mleft = np.zeros(S, np.int64)
+    K.add_and_search(np.ascontiguousarray(a), np.ascontiguousarray(b), out, tot, fmask,
+                     *_fused_args(params), best.gain, best.feature, best.bin, mleft, best.left)
+    return _finished(best, mleft, out, tot)
+
+
+def subtracted_best_splits(parents, out, small, totals, params: SplitParams,
+                           feature_mask=None) -> BestSplits:
+    """Rows ``k`` of ``out`` (the larger siblings) set to ``parents[k] - small[k]``,
+    and their :func:`find_best_splits`, a node at a time in one pass each (see
+    ``_kernels.subtract_and_search``). Only where :func:`fuses_with_search`."""
+    S, F, B, C = out.shape
+    best = BestSplits.empty(S, C)
+    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
+             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
+    tot = np.ascontiguousarray(totals, dtype=np.float64)
+    mleft = np.zeros(S, np.int64)
+    args = _fused_args(params)
+    for k in range(S):
+        K.subtract_and_search(np.ascontiguousarray(parents[k]), np.ascontiguousarray(small[k]),
+                              out[k], tot, fmask, *args, best.gain, best.feature, best.bin,
+                              mleft, best.left, k)
+    return _finished(best, mleft, out, tot)
+
+
+def unheld_best_splits(parts, parents, small, totals, params: SplitParams, feature_mask=None,
+                       dtype="float64", chunks=None, run=None) -> BestSplits:
+    """Best splits of a level whose histograms are not held for another (the last):
+    built rows ``0..n`` are the two workers' ``parts`` added up, rows ``n + k`` the
+    siblings ``parents[k] - built[small[k]]``, searched node pair by node pair
+    without writing any histogram (``_kernels.pair_search``). ``dtype``: of the sums
+    (the level's histogram type). ``chunks``: ranges of built rows (each with its
+    siblings) that ``run(fn, chunks)`` (default: one after the other) may hand to
+    threads; the rows' outputs do not overlap. The same answer bit for bit as
+    :func:`added_best_splits` then :func:`subtracted_best_splits`. Only where
+    :func:`fuses_with_search`."""
+    a, b = parts
+    n, F, B, C = a.shape
+    S = n + len(parents)
+    best = BestSplits.empty(S, C)
+    mleft = np.zeros(S, np.int64)
+    missing = np.zeros(S)
+    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
+             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
+    tot = np.ascontiguousarray(totals, dtype=np.float64)
+    sibling = np.full(n, -1, np.int64)
+    sibling[np.asarray(small, np.int64)] = n + np.arange(len(small))
+    like = np.empty(0, dtype)
+    none = np.empty((0, B, C), dtype)
+    args = _fused_args(params)
+
+    def rows(lo, hi):
+        for j in range(lo, hi):
+            ss = int(sibling[j])
+            parent = np.ascontiguousarray(parents[ss - n]) if ss >= 0 else none
+            K.pair_search(a[j], b[j], parent, like, tot, fmask,
+                          *args, best.gain, best.feature, best.bin, mleft, best.bin_hi,
+                          best.left, missing, j, ss)
+
+    chunks = [(0, n)] if chunks is None else chunks
+    if run is None:
+        for c in chunks:
+            rows(*c)
+    else:
+        run(rows, chunks)
+    best.missing_left[:] = mleft == 1
+    return best
+
+
 def with_siblings(hist, parents, small_rows):
     """``hist`` (S, F, B, C) followed by the larger siblings ``parents[k] -
     hist[small_rows[k]]``, in one new array; bins left without rows are exactly +0.0
