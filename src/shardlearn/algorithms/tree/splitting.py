@@ -188,16 +188,21 @@ def _finished(best: BestSplits, mleft, hist, totals) -> BestSplits:
     return best
 
 
+def _search_outputs(S, F, C, totals, feature_mask):
+    """What the one-pass searches fill or read: ``(best, mleft, feature mask, totals)``,
+    the mask all True where none is given, the totals contiguous float64."""
+    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
+             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
+    return (BestSplits.empty(S, C), np.zeros(S, np.int64), fmask,
+            np.ascontiguousarray(totals, dtype=np.float64))
+
+
 def added_best_splits(a, b, out, totals, params: SplitParams, feature_mask=None) -> BestSplits:
     """``out[...] = a + b`` (workers' parts, possibly narrower than ``out``), then
     :func:`find_best_splits` of ``out``, in one pass (see ``_kernels.add_and_search``):
     the same answer and histogram bit for bit. Only where :func:`fuses_with_search`."""
     S, F, B, C = out.shape
-    best = BestSplits.empty(S, C)
-    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
-             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
-    tot = np.ascontiguousarray(totals, dtype=np.float64)
-    mleft = np.zeros(S, np.int64)
+    best, mleft, fmask, tot = _search_outputs(S, F, C, totals, feature_mask)
     K.add_and_search(np.ascontiguousarray(a), np.ascontiguousarray(b), out, tot, fmask,
                      *_fused_args(params), best.gain, best.feature, best.bin, mleft, best.left)
     return _finished(best, mleft, out, tot)
@@ -209,11 +214,7 @@ def subtracted_best_splits(parents, out, small, totals, params: SplitParams,
     and their :func:`find_best_splits`, a node at a time in one pass each (see
     ``_kernels.subtract_and_search``). Only where :func:`fuses_with_search`."""
     S, F, B, C = out.shape
-    best = BestSplits.empty(S, C)
-    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
-             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
-    tot = np.ascontiguousarray(totals, dtype=np.float64)
-    mleft = np.zeros(S, np.int64)
+    best, mleft, fmask, tot = _search_outputs(S, F, C, totals, feature_mask)
     args = _fused_args(params)
     for k in range(S):
         K.subtract_and_search(np.ascontiguousarray(parents[k]), np.ascontiguousarray(small[k]),
@@ -236,12 +237,8 @@ def unheld_best_splits(parts, parents, small, totals, params: SplitParams, featu
     a, b = parts
     n, F, B, C = a.shape
     S = n + len(parents)
-    best = BestSplits.empty(S, C)
-    mleft = np.zeros(S, np.int64)
+    best, mleft, fmask, tot = _search_outputs(S, F, C, totals, feature_mask)
     missing = np.zeros(S)
-    fmask = (np.ones((S, F), np.bool_) if feature_mask is None
-             else np.ascontiguousarray(feature_mask, dtype=np.bool_))
-    tot = np.ascontiguousarray(totals, dtype=np.float64)
     sibling = np.full(n, -1, np.int64)
     sibling[np.asarray(small, np.int64)] = n + np.arange(len(small))
     like = np.empty(0, dtype)
