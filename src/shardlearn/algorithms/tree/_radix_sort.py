@@ -13,6 +13,7 @@ rewritten), hence the same summaries, bins and models whichever a machine picks.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -57,13 +58,18 @@ def _radix(x):
     return dst.view(np.float64)
 
 
-def _numpy_sorted(col):
-    """numpy's sort (NaN last, so no pass to drop them first), zeros rewritten."""
+def _sorted_without_nan(col):
+    """numpy's sort of ``col`` without its NaNs (numpy sorts them last, so a float
+    column is checked for NaN only where its last sorted value is one)."""
     out = np.sort(col)
-    n_ok = out.size
-    if n_ok and np.isnan(out[-1]):
-        n_ok -= int(np.count_nonzero(np.isnan(out)))
-        out = out[:n_ok]
+    if out.dtype.kind == "f" and out.size and np.isnan(out[-1]):
+        out = out[:out.size - int(np.count_nonzero(np.isnan(out)))]
+    return out
+
+
+def _numpy_sorted(col):
+    """:func:`_sorted_without_nan`, its run of zeros rewritten -0.0 first."""
+    out = _sorted_without_nan(col)
     lo, hi = np.searchsorted(out, 0.0, "left"), np.searchsorted(out, 0.0, "right")
     if hi > lo:  # -0.0 == 0.0 for the comparison sort: put the negative zeros first
         n_negative = int(np.count_nonzero(np.signbit(out[lo:hi])))
@@ -79,7 +85,6 @@ def _radix_sorted(col):
 
 
 _SORTS = {"numpy": _numpy_sorted, "radix": _radix_sorted}
-_chosen: list = []
 
 
 def _time_once(sort, x) -> float:
@@ -88,14 +93,13 @@ def _time_once(sort, x) -> float:
     return time.perf_counter() - t
 
 
+@functools.cache
 def chosen_sort() -> str:
     """The name of the sort this process uses (timed on first call: best of 3 each)."""
-    if not _chosen:
-        x = np.random.default_rng(0).normal(size=50_000)
-        _radix(x[:16])  # load the compiled kernel before timing it
-        best = {name: min(_time_once(f, x) for _ in range(3)) for name, f in _SORTS.items()}
-        _chosen.append(min(best, key=best.get))
-    return _chosen[0]
+    x = np.random.default_rng(0).normal(size=50_000)
+    _radix(x[:16])  # load the compiled kernel before timing it
+    best = {name: min(_time_once(f, x) for _ in range(3)) for name, f in _SORTS.items()}
+    return min(best, key=best.get)
 
 
 def sort_finite(col, method: str | None = None):
@@ -106,8 +110,7 @@ def sort_finite(col, method: str | None = None):
     """
     col = np.asarray(col)
     if col.dtype != np.float64:
-        out = np.sort(col)
-        n_ok = out.size - (int(np.count_nonzero(np.isnan(out))) if out.dtype.kind == "f" else 0)
-        return out[:n_ok], col.size - n_ok
-    out = _SORTS[method or chosen_sort()](col)
+        out = _sorted_without_nan(col)
+    else:
+        out = _SORTS[method or chosen_sort()](col)
     return out, col.size - out.size
