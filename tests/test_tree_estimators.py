@@ -341,6 +341,10 @@ def test_xgboost_json_export_predicts_the_same(kind, tmp_path):
         ours = est.predict_proba(Xt)
         np.testing.assert_allclose(p if kind == "multiclass" else p, ours if kind == "multiclass"
                                    else ours[:, 1], rtol=1e-5, atol=1e-6)
+        # The raw margins too: softmax hides a constant shift of every class's margin
+        # (a base_score of 0.5 once added 0.5 to each).
+        np.testing.assert_allclose(booster.predict(dm, output_margin=True),
+                                   est.decision_function(Xt), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("make", [

@@ -43,7 +43,7 @@ class DistributedEstimatorMixin:
                 self.feature_names_in_ = X.feature_names
             elif hasattr(self, "feature_names_in_"):
                 del self.feature_names_in_
-            return X
+            return X.allowing_missing() if allow_nan else X
         validate_data(self, X, skip_check_array=True, reset=True)
         Xc = check_features(X)
         self.n_features_in_ = Xc.shape[1]
@@ -54,7 +54,7 @@ class DistributedEstimatorMixin:
         """Validate prediction input on the driver (no cluster needed)."""
         check_is_fitted(self)
         if isinstance(X, Dataset):
-            X = X.to_arrays()[0]
+            X = (X.allowing_missing() if allow_nan else X).to_arrays()[0]
             Xc = check_features(X)
         else:
             Xc = check_features(X)  # first: a 1-D X gets the "Reshape your data" error

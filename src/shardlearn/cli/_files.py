@@ -142,13 +142,17 @@ def prediction_format(out) -> str:
     return "parquet"
 
 
-def read_dataset_table(data, label, features, storage_options: dict | None = None) -> Table:
-    """All rows of a file dataset in memory (for predictions written as csv/npz)."""
+def read_dataset_table(data, label, features, storage_options: dict | None = None, *,
+                       allow_nan: bool = False) -> Table:
+    """All rows of a file dataset in memory (for predictions written as csv/npz);
+    ``allow_nan``: missing feature values are kept as NaN (for models that take them)."""
     import pandas as pd
 
     from ..data.readers import open_dataset
 
     ds = open_dataset(data, label=label, features=features, storage_options=storage_options)
+    if allow_nan:
+        ds = ds.allowing_missing()
     shards = [ds.load_shard(i) for i in range(ds.n_shards)]
     names = [str(c) for c in ds.feature_names]
     X = pd.DataFrame(np.concatenate([s.X for s in shards]), columns=names)
@@ -173,7 +177,8 @@ def output_format(path) -> str:
     return fmt
 
 
-def read_table(path, label: str | None = None, *, require_label: bool = False) -> Table:
+def read_table(path, label: str | None = None, *, require_label: bool = False,
+               allow_nan: bool = False) -> Table:
     """Read features and (optionally) labels from a local csv/parquet/npz file.
 
     Parameters
@@ -185,6 +190,9 @@ def read_table(path, label: str | None = None, *, require_label: bool = False) -
     require_label : bool
         Raise when no label can be found (training); otherwise a missing label is
         only an error if ``label`` was named explicitly.
+    allow_nan : bool
+        Keep missing feature values as NaN (for models that take them, the trees)
+        instead of refusing them; inf is refused either way.
     """
     p = _local_path(path)
     fmt = input_format(p)
@@ -193,11 +201,11 @@ def read_table(path, label: str | None = None, *, require_label: bool = False) -
     if p.is_dir():
         raise DataFileError(f"data file {p} is a directory; pass a {fmt} file.")
     if fmt == "npz":
-        return _read_npz(p, label, require_label)
-    return _read_frame(p, fmt, label, require_label)
+        return _read_npz(p, label, require_label, allow_nan)
+    return _read_frame(p, fmt, label, require_label, allow_nan)
 
 
-def _read_frame(p: Path, fmt: str, label, require_label) -> Table:
+def _read_frame(p: Path, fmt: str, label, require_label, allow_nan=False) -> Table:
     import pandas as pd
 
     try:
@@ -252,7 +260,7 @@ def _read_frame(p: Path, fmt: str, label, require_label) -> Table:
         X = df.astype(np.float64)
     except (TypeError, ValueError) as exc:
         raise DataFileError(f"{p}: could not convert the features to numbers: {exc}") from None
-    _check_finite(p, X.to_numpy(), list(X.columns))
+    _check_finite(p, X.to_numpy(), list(X.columns), allow_nan)
     return Table(p, fmt, X, y, label)
 
 
@@ -264,7 +272,7 @@ def _csv_exact_floats() -> dict:
     return {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
-def _read_npz(p: Path, label, require_label) -> Table:
+def _read_npz(p: Path, label, require_label, allow_nan=False) -> Table:
     try:
         with np.load(p, allow_pickle=False) as npz:
             names = list(npz.files)
@@ -307,18 +315,23 @@ def _read_npz(p: Path, label, require_label) -> Table:
             row = int(np.flatnonzero(~np.isfinite(y))[0])
             raise DataFileError(f"{p}: label array has a NaN or inf at row {row}; drop or fill those rows.")
     Xf = np.asarray(X, dtype=np.float64)
-    _check_finite(p, Xf, None)
+    _check_finite(p, Xf, None, allow_nan)
     return Table(p, "npz", Xf, y, label if y is not None else None)
 
 
-def _check_finite(p: Path, arr: np.ndarray, columns) -> None:
+def _check_finite(p: Path, arr: np.ndarray, columns, allow_nan: bool = False) -> None:
     if np.isfinite(arr.sum()):
         return
-    bad = np.argwhere(~np.isfinite(arr))
+    bad = np.argwhere(np.isinf(arr) if allow_nan else ~np.isfinite(arr))
     if not bad.size:
         return
     row, col = (int(v) for v in bad[0])
     colname = repr(columns[col]) if columns is not None else str(col)
+    if allow_nan:
+        raise DataFileError(
+            f"{p}: feature column {colname} has an infinite value at data row {row} "
+            f"({len(bad)} such values in all); missing values are fine for this model, "
+            "inf is not: replace it or drop those rows.")
     raise DataFileError(
         f"{p}: feature column {colname} has a missing or infinite value at data row {row} "
         f"({len(bad)} such values in all); drop or impute them before training or predicting."

@@ -67,6 +67,7 @@ def predict(model_url, data, label, out, storage_options):
     """
     import shardlearn
 
+    from ..data.readers.predictions import handles_missing
     from . import _files
 
     con = console()
@@ -92,10 +93,12 @@ def predict(model_url, data, label, out, storage_options):
             if scored is not None:
                 score = _score_files(model, scored)
         else:
+            missing_ok = handles_missing(model)
             if kind == "npz" or _single_local_file(data):
-                table = _files.read_table(data, label)
+                table = _files.read_table(data, label, allow_nan=missing_ok)
             else:
-                table = _files.read_dataset_table(data, label, features, opts)
+                table = _files.read_dataset_table(data, label, features, opts,
+                                                  allow_nan=missing_ok)
             X = align_features(model, table)
             cols = prediction_columns(model, X)
             if _is_remote(out):

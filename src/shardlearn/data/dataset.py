@@ -160,6 +160,23 @@ class Dataset:
             self._labels_cache = np.concatenate(parts)
         return self._labels_cache
 
+    def allowing_missing(self) -> Dataset:
+        """This dataset for an estimator that handles missing values (the trees):
+        shards read from storage let NaN features through (inf stays an error; so do
+        missing labels and weights). ``self`` when no shard is read from storage
+        (in-memory data is checked once, when the estimator takes it)."""
+        import dataclasses
+
+        infos = [dataclasses.replace(i, source=i.source.allowing_missing())
+                 if hasattr(i.source, "allowing_missing") else i for i in self.shards]
+        if all(a.source is b.source for a, b in zip(infos, self.shards)):
+            return self
+        out = Dataset(infos, self.n_features, has_labels=self.has_labels,
+                      has_weights=self.has_weights, feature_names=self.feature_names,
+                      dtype=self.dtype)
+        out._labels_cache = self._labels_cache
+        return out
+
     def to_arrays(self):
         """Concatenate every shard on the driver (for small data, tests and prediction)."""
         parts = list(self.iter_shards())

@@ -80,11 +80,13 @@ def check_finite(
         value = arr.reshape(-1)[pos]
     kind = "NaN" if np.isnan(value) else "infinity (inf)"
     column = "" if col is None else f", column {col}"
-    raise ValueError(
-        f"Input {name}{origin} contains {kind} at {_where(row, boundaries)}{column}. "
-        f"Remove or impute non-finite values before fitting "
-        f"(e.g. sklearn.impute.SimpleImputer, or drop the rows)."
-    )
+    if allow_nan:
+        fix = ("NaN is allowed here (a missing value): replace inf with NaN or a finite "
+               "value, or drop the rows.")
+    else:
+        fix = ("Remove or impute the non-finite values (e.g. sklearn.impute.SimpleImputer), "
+               "or drop the rows.")
+    raise ValueError(f"Input {name}{origin} contains {kind} at {_where(row, boundaries)}{column}. {fix}")
 
 
 def check_features(X, *, name: str = "X", dtype=None):
@@ -192,8 +194,12 @@ def check_target(y, n_rows: int, *, name: str = "y", allow_2d: bool = False):
     return arr
 
 
-def check_sample_weight(sample_weight, n_rows: int, dtype=np.float64, boundaries=None):
-    """Return weights as a float ndarray of length ``n_rows``; None stays None."""
+def check_sample_weight(sample_weight, n_rows: int, dtype=np.float64, boundaries=None, *,
+                        name: str = "sample_weight", rows_of: str = "X"):
+    """Return weights as a float ndarray of length ``n_rows``; None stays None.
+
+    ``name`` / ``rows_of``: what the messages call the weights and their rows' array.
+    """
     if sample_weight is None:
         return None
     if isinstance(sample_weight, numbers.Number):
@@ -201,23 +207,30 @@ def check_sample_weight(sample_weight, n_rows: int, dtype=np.float64, boundaries
         sample_weight = np.full(n_rows, sample_weight)
     sw = np.asarray(sample_weight)
     if sw.ndim != 1:
-        raise ValueError(f"sample_weight must be 1-D with one weight per row, got shape {sw.shape}.")
+        raise ValueError(f"{name} must be 1-D with one weight per row, got shape {sw.shape}.")
     if sw.shape[0] != n_rows:
         raise ValueError(
-            f"sample_weight has {sw.shape[0]} values but X has {n_rows} rows; pass one weight per row."
+            f"{name} has {sw.shape[0]} values but {rows_of} has {n_rows} rows; pass one weight per row."
         )
     if sw.dtype.kind not in "biuf":
-        raise ValueError(f"sample_weight has dtype {sw.dtype}; pass numbers.")
+        raise ValueError(f"{name} has dtype {sw.dtype}; pass numbers.")
     sw = np.asarray(sw, dtype=dtype)
-    check_finite(sw, name="sample_weight", boundaries=boundaries)
+    check_finite(sw, name=name, boundaries=boundaries)
     if (sw < 0).any():
         row = int(np.flatnonzero(sw < 0)[0])
         raise ValueError(
-            f"sample_weight has a negative value at {_where(row, boundaries)}; weights must be >= 0."
+            f"{name} has a negative value at {_where(row, boundaries)}; weights must be >= 0."
         )
     if not (sw > 0).any():
-        raise ValueError("sample_weight sums to zero; at least one row needs a positive weight.")
+        raise ValueError(f"{name} sums to zero; at least one row needs a positive weight.")
     return sw
+
+
+def _missing_labels(arr: np.ndarray) -> np.ndarray:
+    """Which entries of an object array are NaN, None or pandas' NA / NaT."""
+    import pandas as pd
+
+    return np.asarray(pd.isna(arr), bool)
 
 
 def check_classification_target(y, *, boundaries=None):
@@ -231,11 +244,19 @@ def check_classification_target(y, *, boundaries=None):
                 "class labels (integers or strings); use a regressor for continuous targets."
             )
     if arr.dtype.kind == "O":
-        kinds = {type(v) for v in arr[: min(len(arr), 1000)]}
+        # Every label, not a sample: a NaN or None far down must not become a class.
+        missing = _missing_labels(arr)
+        if missing.any():
+            row = int(np.flatnonzero(missing)[0])
+            what = "NaN" if isinstance(arr[row], float) else f"a missing label ({arr[row]!r})"
+            raise ValueError(
+                f"Input y contains {what} at {_where(row, boundaries)}. "
+                "A classifier needs a label for every row: drop those rows or fill them in.")
+        kinds = set(map(type, arr))
         if len(kinds) > 1:
             raise ValueError(f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type.")
         if kinds and issubclass(next(iter(kinds)), (float, np.floating)):
-            # Float labels in an object array: NaN must not become a class.
+            # Float labels in an object array: inf must not become a class.
             try:
                 as_float = arr.astype(np.float64)
             except (TypeError, ValueError):

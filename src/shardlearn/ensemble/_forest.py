@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -131,11 +132,28 @@ class _BaseForest(HistTreeMixin, BaseEstimator):
         return cw
 
     def _mean_output(self, X):
-        return self._leaf_outputs(X).mean(axis=1)
+        Xc = self._predict_input(X, allow_nan=True)
+        return M.reduced_outputs(self.forest_, Xc, lambda out: out.mean(axis=1),
+                                 self.forest_["value"].shape[1])
 
     def apply(self, X):
-        """Leaf index of each row in each tree, shape (n_samples, n_estimators)."""
+        """Leaf index of each row in each tree, shape (n_samples, n_trees): one column a
+        tree of ``forest_``, ``n_estimators`` of them unless a bootstrap sample came out
+        empty (a tree that drew no row is left out of the forest)."""
         return M.leaves(self.forest_, self._predict_input(X, allow_nan=True))
+
+
+def _oob_seen(oob_count):
+    """Rows some tree left out of its bootstrap sample (warns, as scikit-learn does, when
+    there are rows no tree left out: their out-of-bag values are NaN)."""
+    seen = oob_count > 0
+    if not seen.all():
+        warnings.warn(
+            f"{int((~seen).sum())} of {seen.size} rows are in the bootstrap sample of every "
+            "tree: they have no out-of-bag prediction (NaN) and the out-of-bag score leaves "
+            "them out. Use more trees (n_estimators) for a reliable estimate.",
+            UserWarning, stacklevel=4)
+    return seen
 
 
 class RandomForestClassifier(ClassifierMixin, _BaseForest):
@@ -160,7 +178,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     """
 
     _classifier = True
-    _model_attributes = _BaseForest._model_attributes + ("classes_", "oob_score_",
+    _model_attributes = _BaseForest._model_attributes + ("classes_", "n_classes_", "oob_score_",
                                                          "oob_decision_function_")
     _parameter_constraints: dict = {
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
@@ -197,11 +215,12 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
 
     def _set_oob(self, dataset, classes, oob_sum, oob_count):
         labels = np.searchsorted(classes, dataset.labels())
-        seen = oob_count > 0
+        seen = _oob_seen(oob_count)
         dec = np.full(oob_sum.shape, np.nan)
         dec[seen] = oob_sum[seen] / oob_count[seen, None]
         self.oob_decision_function_ = dec
-        self.oob_score_ = float(np.mean(np.argmax(dec[seen], axis=1) == labels[seen]))
+        self.oob_score_ = (float(np.mean(np.argmax(dec[seen], axis=1) == labels[seen]))
+                           if seen.any() else np.nan)
 
     def predict_proba(self, X):
         """Mean over trees of the leaf class fractions, on the driver."""
@@ -264,11 +283,11 @@ class RandomForestRegressor(RegressorMixin, _BaseForest):
 
     def _set_oob(self, dataset, classes, oob_sum, oob_count):
         y = dataset.labels().astype(np.float64)
-        seen = oob_count > 0
+        seen = _oob_seen(oob_count)
         pred = np.full(oob_sum.shape[0], np.nan)
         pred[seen] = oob_sum[seen, 0] / oob_count[seen]
         self.oob_prediction_ = pred
-        self.oob_score_ = float(r2_score(y[seen], pred[seen]))
+        self.oob_score_ = float(r2_score(y[seen], pred[seen])) if seen.sum() > 1 else np.nan
 
     def predict(self, X):
         """Mean over trees of the leaf means, on the driver."""

@@ -8,6 +8,7 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import validate_data
 
 from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_boosting
@@ -161,6 +162,10 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         val = None
         if X_val is not None:
             Xv = check_features(X_val, name="X_val")
+            if hasattr(X_val, "columns"):
+                # The columns by name, as predict checks them: a reordered frame would
+                # score the trees on the wrong features and stop the fit early.
+                validate_data(self, X_val, skip_check_array=True, reset=False)
             if Xv.shape[1] != dataset.n_features:
                 raise ValueError(f"X_val has {Xv.shape[1]} features but X has "
                                  f"{dataset.n_features}; pass the same columns.")
@@ -172,9 +177,13 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
                     raise ValueError(f"y_val has labels {unknown[:5].tolist()} not seen in y.")
                 yv = np.searchsorted(classes, yv)
             else:
+                if yv.dtype.kind not in "biuf":
+                    raise ValueError(f"y_val has dtype {yv.dtype}; a regressor needs numbers "
+                                     "as targets, like y.")
                 yv = yv.astype(np.float64)
                 check_finite(yv, name="y_val")
-            swv = check_sample_weight(sample_weight_val, Xv.shape[0])
+            swv = check_sample_weight(sample_weight_val, Xv.shape[0], name="sample_weight_val",
+                                      rows_of="X_val")
             val = (Xv, yv, np.ones(Xv.shape[0]) if swv is None else swv)
         if self._classifier:
             loss = "binary" if len(classes) == 2 else "multiclass"
@@ -240,19 +249,31 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
                 f.write(text)
         return text
 
-    def _raw_staged(self, X):
-        """Yield raw scores (n, K) after each round."""
-        out = self._leaf_outputs(X)[:, :, 0]
+    def _rounds_added(self, out):
+        """Yield the raw scores (n, K) after each round from leaf outputs (n, trees),
+        the same array each time, rounds added in order."""
         K = self.n_trees_per_iteration_
         raw = np.tile(self.baseline_, (out.shape[0], 1))
         for r in range(out.shape[1] // K):
-            raw = raw + out[:, r * K:(r + 1) * K]
+            raw += out[:, r * K:(r + 1) * K]
             yield raw
 
+    def _raw_staged(self, X):
+        """Yield raw scores (n, K) after each round."""
+        for raw in self._rounds_added(self._leaf_outputs(X)[:, :, 0]):
+            yield raw.copy()
+
     def _raw(self, X):
-        out = self._leaf_outputs(X)[:, :, 0]
-        K = self.n_trees_per_iteration_
-        return self.baseline_ + out.reshape(out.shape[0], -1, K).sum(axis=1)
+        def final(out):
+            raw = np.tile(self.baseline_, (out.shape[0], 1))       # no round: the baseline
+            for staged in self._rounds_added(out[:, :, 0]):
+                raw = staged
+            return raw
+
+        # Rounds added in order, as the staged predictions add them: the last stage is
+        # this to the bit (a pairwise sum over rounds differed by 1e-10).
+        Xc = self._predict_input(X, allow_nan=True)
+        return M.reduced_outputs(self.forest_, Xc, final, self.n_trees_per_iteration_)
 
 
 class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
@@ -279,7 +300,7 @@ class GradientBoostingClassifier(ClassifierMixin, _BaseGB):
     """
 
     _classifier = True
-    _model_attributes = _BaseGB._model_attributes + ("classes_",)
+    _model_attributes = _BaseGB._model_attributes + ("classes_", "n_classes_")
     _parameter_constraints: dict = {
         **_CONSTRAINTS, "class_weight": [dict, StrOptions({"balanced"}), None],
     }

@@ -142,9 +142,11 @@ def save_model(estimator, path, storage_options: dict | None = None) -> Path | s
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
+        data = _npz_bytes(arrays)
+        with open(tmp / _ARRAYS, "wb") as f:
+            f.write(data)
         with open(tmp / _META, "w") as f:
-            json.dump(meta, f, indent=1, allow_nan=True)
-        np.savez(tmp / _ARRAYS, **arrays)
+            json.dump(dict(meta, arrays_sha256=_sha256(data)), f, indent=1, allow_nan=True)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -176,47 +178,103 @@ def load_model(path, storage_options: dict | None = None):
     meta_file = path / _META
     if not meta_file.exists():
         raise FileNotFoundError(f"{path} is not a shardlearn model directory (no {_META} inside).")
-    with open(meta_file) as f:
-        meta = json.load(f)
-    _check_meta(meta, path)
-    with np.load(path / _ARRAYS, allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return _build_estimator(meta, arrays)
+    meta = _parse_meta(meta_file.read_bytes(), path)
+    arrays_file = path / _ARRAYS
+    if not arrays_file.exists():
+        raise FileNotFoundError(f"{path} is not a complete shardlearn model (no {_ARRAYS} inside).")
+    return _build_estimator(meta, _read_arrays(arrays_file.read_bytes(), meta, path), path)
 
 
-def _check_meta(meta, path):
+def _npz_bytes(arrays: dict) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _parse_meta(raw: bytes, path) -> dict:
+    """``model.json``, checked to be one this shardlearn can read."""
     meta_file = f"{path}/{_META}"
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_file} is not a shardlearn model file (format={meta.get('format')!r}).")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{meta_file} is not valid JSON ({exc}): the model file is damaged; "
+                         "save the model again.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{meta_file} is not a shardlearn model file (format={got!r}).")
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int):
+        raise ValueError(f"{meta_file} has format_version {version!r}; expected an integer.")
+    if version > FORMAT_VERSION:
         raise ValueError(
-            f"{path} was written by a newer shardlearn (format {meta['format_version']}); upgrade shardlearn."
+            f"{path} was written by a newer shardlearn (format {version}); upgrade shardlearn."
         )
+    for key, kind in (("class", str), ("params", dict), ("attributes", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise ValueError(f"{meta_file} has no valid {key!r} entry ({kind.__name__} expected): "
+                             "the model file is damaged; save the model again.")
+    return meta
 
 
-def _build_estimator(meta, arrays):
+def _read_arrays(data: bytes, meta: dict, path) -> dict:
+    """The arrays of ``arrays.npz``, checked against the checksum ``model.json`` holds
+    (files written before checksums were kept have none)."""
+    import io
+    import zipfile
+
+    expected = meta.get("arrays_sha256")
+    if expected is not None and _sha256(data) != expected:
+        raise ValueError(
+            f"{path}: {_ARRAYS} does not match {_META} (checksum differs): the model is being "
+            "overwritten right now, or was damaged or mixed with another model's files. "
+            "Load it again once the writer has finished, or save the model again."
+        )
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise ValueError(f"{path}/{_ARRAYS} cannot be read ({exc}): the model file is damaged; "
+                         "save the model again.") from None
+
+
+def _build_estimator(meta, arrays, path):
     cls = _resolve_class(meta["class"])
-    est = cls(**{k: _decode(v, arrays) for k, v in meta["params"].items()})
-    for name, value in meta["attributes"].items():
-        setattr(est, name, _decode(value, arrays))
+    try:
+        est = cls(**{k: _decode(v, arrays) for k, v in meta["params"].items()})
+        for name, value in meta["attributes"].items():
+            setattr(est, name, _decode(value, arrays))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"{path}/{_META} does not match {_ARRAYS} or {cls.__name__} "
+                         f"({type(exc).__name__}: {exc}): the model file is damaged; "
+                         "save the model again.") from None
+    check = getattr(est, "_check_loaded", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc} The model file is damaged; save the model "
+                             "again.") from None
     return est
 
 
 def _save_remote(meta: dict, arrays: dict, url: str, storage_options) -> str:
     """Object-store save: ``arrays.npz`` first, ``model.json`` (with its checksum) last."""
-    import hashlib
-    import io
-
     names = storage.list_names(url, storage_options)
     if names and _META not in names:
         raise FileExistsError(
             f"{url} exists and is not a shardlearn model ({names[:5]} inside, no {_META}); "
             "refusing to overwrite it. Choose another URL or remove it yourself."
         )
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    data = buf.getvalue()
-    meta = dict(meta, arrays_sha256=hashlib.sha256(data).hexdigest())
+    data = _npz_bytes(arrays)
+    meta = dict(meta, arrays_sha256=_sha256(data))
     storage.write_bytes_atomic(storage.join(url, _ARRAYS), data, storage_options)
     body = json.dumps(meta, indent=1, allow_nan=True).encode()
     storage.write_bytes_atomic(storage.join(url, _META), body, storage_options)
@@ -224,9 +282,6 @@ def _save_remote(meta: dict, arrays: dict, url: str, storage_options) -> str:
 
 
 def _load_remote(url: str, storage_options):
-    import hashlib
-    import io
-
     try:
         raw = storage.read_bytes(storage.join(url, _META), storage_options)
     except storage.StorageError as exc:
@@ -235,18 +290,9 @@ def _load_remote(url: str, storage_options):
                 f"{url} is not a shardlearn model (no {_META} there). Check the URL."
             ) from None
         raise
-    meta = json.loads(raw)
-    _check_meta(meta, url)
+    meta = _parse_meta(raw, url)
     data = storage.read_bytes(storage.join(url, _ARRAYS), storage_options)
-    expected = meta.get("arrays_sha256")
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise ValueError(
-            f"{url}: {_ARRAYS} does not match {_META} (checksum differs): the model is being "
-            "overwritten right now, or was damaged. Load it again once the writer has finished."
-        )
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        arrays = {k: npz[k] for k in npz.files}
-    return _build_estimator(meta, arrays)
+    return _build_estimator(meta, _read_arrays(data, meta, url), url)
 
 
 def _resolve_class(qualname: str):

@@ -185,6 +185,12 @@ class HistTreeMixin(DistributedEstimatorMixin):
     def _seed(self) -> int:
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
+    def _check_loaded(self):
+        """After loading from a file: the forest's structure (see ``io.model_files``)."""
+        if not hasattr(self, "forest_") or not hasattr(self, "n_features_in_"):
+            raise ValueError("it holds no fitted forest (forest_, n_features_in_).")
+        M.check_forest(self.forest_, int(self.n_features_in_))
+
     def _leaf_outputs(self, X):
         Xc = self._predict_input(X, allow_nan=True)
         return M.leaf_outputs(self.forest_, Xc)

@@ -138,6 +138,7 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
     """
 
     _classifier = True
+    _model_attributes = _BaseDecisionTree._model_attributes + ("classes_", "n_classes_")
     _parameter_constraints: dict = {
         "criterion": [StrOptions({"gini", "entropy", "log_loss"})],
         "class_weight": [dict, StrOptions({"balanced"}), None],
@@ -174,7 +175,9 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
 
     def predict_proba(self, X):
         """Class probabilities (weighted class fractions of the leaf), on the driver."""
-        return self._leaf_outputs(X)[:, 0, :]
+        Xc = self._predict_input(X, allow_nan=True)
+        return M.reduced_outputs(self.forest_, Xc, lambda out: out[:, 0, :],
+                                 self.forest_["value"].shape[1])
 
     def predict_log_proba(self, X):
         with np.errstate(divide="ignore"):
@@ -239,4 +242,5 @@ class DecisionTreeRegressor(RegressorMixin, _BaseDecisionTree):
 
     def predict(self, X):
         """Mean target of the leaf each row reaches, on the driver."""
-        return self._leaf_outputs(X)[:, 0, 0]
+        Xc = self._predict_input(X, allow_nan=True)
+        return M.reduced_outputs(self.forest_, Xc, lambda out: out[:, 0, :1], 1)[:, 0]

@@ -113,7 +113,7 @@ def to_xgboost_json(forest, baseline, objective: str, n_features: int) -> str:
         base = "5E-1"
     elif objective == "multi:softprob":
         obj = {"name": objective, "softmax_multiclass_param": {"num_class": str(K)}}
-        base = "5E-1"
+        base = "0E0"        # added to each class's margin as it is (no link function)
     else:
         obj = {"name": objective, "reg_loss_param": {"scale_pos_weight": "1"}}
         base = "0E0"

@@ -246,9 +246,16 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
             trees, _ = grower.grow(prologue=(kernels.rf_prologue,
                                              (ids, seed, bootstrap, tree_cw)))
             values = [leaf_values(np.array(t.stats), crit) for t in trees]
-            forests.append(M.pack_forest(trees, values))
+            # A Poisson bootstrap draws no row at all with probability e^-n (n rows of
+            # positive weight): such a tree learned nothing and would pull the forest's
+            # mean towards 0, so it is left out (as if never grown).
+            drawn = np.array([t.stats[0][-1] > 0 for t in trees])
+            if drawn.any():
+                forests.append(M.pack_forest([t for t, d in zip(trees, drawn) if d],
+                                             [v for v, d in zip(values, drawn) if d]))
             if oob_score and bootstrap:
-                out = tf.backend.finish((kernels.rf_oob_prologue, (_leaf_table(trees, values),)))
+                out = tf.backend.finish((kernels.rf_oob_prologue,
+                                         (_leaf_table(trees, values), drawn)))
                 oob = out
             else:
                 tf.backend.set_pending(None)
@@ -258,6 +265,12 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
                 oob = out[0]
             else:
                 oob = (np.concatenate([o[0] for o in oob]), np.concatenate([o[1] for o in oob]))
+        if not forests:
+            raise ValueError(
+                f"{estimator}: the bootstrap sample of every one of the {n_estimators} trees "
+                f"came out empty (each row is drawn a Poisson(1) number of times, and few "
+                f"rows have a positive weight). Use more trees (n_estimators) or "
+                f"bootstrap=False.")
         forest = M.concat_forests(forests)
         report = tf.report(estimator, n_estimators, [],
                            extra={"n_trees": n_estimators, "n_nodes": int(forest["offsets"][-1])})
@@ -293,6 +306,22 @@ class BoostFit:
     train_score: list
     validation_score: list
     report: FitReport
+
+
+def _check_split(estimator, train_weight, held_weight, held_out, fraction, n_rows):
+    """Refuse a fit whose training or early-stopping rows came out empty (the rows are
+    held out one by one at random, so a small dataset may keep none on one side)."""
+    if not train_weight > 0:
+        where = (f"validation_fraction={fraction} held out every row of {n_rows}"
+                 if held_out else "every training row has weight 0")
+        raise ValueError(f"{estimator}: no training rows left to fit ({where}). "
+                         "Lower validation_fraction, or pass X_val and y_val to fit.")
+    if held_out and not held_weight > 0:
+        raise ValueError(
+            f"{estimator}: early stopping held out no row with a positive weight "
+            f"(validation_fraction={fraction} of {n_rows} rows, drawn row by row). "
+            "Raise validation_fraction, pass X_val and y_val to fit, or set "
+            "early_stopping=False.")
 
 
 def _fold(blocks):
@@ -337,6 +366,9 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
     with TreeFit(dataset, spec, params, 3, max_bins=max_bins, parallel=parallel,
                  name=estimator, state_bytes_per_row=per_row, session=session) as tf:
         sums = _fold(tf.block_sums)
+        sums, held_weight = sums[:-1], sums[-1]
+        _check_split(estimator, sums[0] if loss == "squared_error" else sums.sum(),
+                     held_weight, held_out, validation_fraction, dataset.n_rows)
         if loss == "squared_error":
             baseline = np.array([sums[1] / sums[0]])
         else:

@@ -101,9 +101,12 @@ def init_state(shard, state, edges, spec, row_bounds, block_ids, col_offset):
         m = train[a:b]
         if kind in ("class", "gbt_class"):
             Kc = len(spec["classes"])
-            out.append(np.bincount(state["y"][a:b][m], weights=sw[a:b][m], minlength=Kc))
+            sums = np.bincount(state["y"][a:b][m], weights=sw[a:b][m], minlength=Kc)
         else:
-            out.append(np.array([sw[a:b][m].sum(), (sw[a:b][m] * state["y"][a:b][m]).sum()]))
+            sums = np.array([sw[a:b][m].sum(), (sw[a:b][m] * state["y"][a:b][m]).sum()])
+        if kind in ("gbt_class", "gbt_reg"):        # and the held-out rows' weight
+            sums = np.append(sums, sw[a:b][~m].sum())
+        out.append(sums)
     return out
 
 
@@ -158,10 +161,11 @@ def rf_class_counts(shard, state, tree_ids, seed, n_classes):
     return np.stack([np.bincount(state["y"], weights=wt, minlength=n_classes) for wt in w])
 
 
-def rf_oob_prologue(shard, state, leaf_values):
+def rf_oob_prologue(shard, state, leaf_values, drawn):
     """Accumulate out-of-bag predictions of the trees just grown; return the totals so far.
 
-    ``leaf_values`` (T, max_nodes, V). Returns (oob_sum (n, V), oob_count (n,)).
+    ``leaf_values`` (T, max_nodes, V); ``drawn`` (T,): the trees kept in the forest
+    (a tree whose bootstrap drew no row is not). Returns (oob_sum (n, V), oob_count (n,)).
     """
     pos, w = state["pos"], state["w"]
     n = pos.shape[1]
@@ -174,6 +178,8 @@ def rf_oob_prologue(shard, state, leaf_values):
     # row for a pass of one tree: its out-of-bag rows count too).
     assert w.shape[0] == pos.shape[0], "out-of-bag predictions need bootstrap counts"
     for t in range(pos.shape[0]):
+        if not drawn[t]:
+            continue
         oob = w[t] == 0
         acc[oob] += leaf_values[t, pos[t, oob]]
         cnt[oob] += 1

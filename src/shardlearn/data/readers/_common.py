@@ -277,17 +277,21 @@ def check_labels(y: np.ndarray, col, label: str, where: RowNamer) -> None:
             raise FileDataError(f"Label column {label!r} has {kind} at {where(pos)}. Drop or fix those rows.")
 
 
-def check_shard_values(X, y, ycol, w, *, features, label, weight, where: RowNamer) -> None:
-    """NaN/inf in features, missing labels, bad weights: names the file, column and row."""
-    pos = _first_nonfinite(X)
+def check_shard_values(X, y, ycol, w, *, features, label, weight, where: RowNamer,
+                       allow_nan: bool = False) -> None:
+    """NaN/inf in features (NaN allowed with ``allow_nan``), missing labels, bad weights:
+    names the file, column and row."""
+    pos = _first_nonfinite(X, allow_nan)
     if pos is not None:
         row, c = divmod(pos, X.shape[1])
         value = X.reshape(-1)[pos]
         kind = "NaN (or a missing value)" if np.isnan(value) else "infinity (inf)"
-        raise FileDataError(
-            f"Feature column {features[c]!r} has {kind} at {where(row)}. Remove or impute "
-            "non-finite values (e.g. drop those rows, or sklearn.impute.SimpleImputer) before fitting."
-        )
+        fix = ("Missing values (NaN) are allowed here: replace inf with a finite value or "
+               "leave the field empty, or drop those rows." if allow_nan else
+               "Remove or impute non-finite values (e.g. drop those rows, or "
+               "sklearn.impute.SimpleImputer), or use an estimator that handles missing "
+               "values (the trees).")
+        raise FileDataError(f"Feature column {features[c]!r} has {kind} at {where(row)}. {fix}")
     if y is not None:
         check_labels(y, ycol, label, where)
     if w is not None:
@@ -301,7 +305,8 @@ def check_shard_values(X, y, ycol, w, *, features, label, weight, where: RowName
             )
 
 
-def table_to_shard_arrays(table, features, label, weight, dtype, where: RowNamer):
+def table_to_shard_arrays(table, features, label, weight, dtype, where: RowNamer,
+                          allow_nan: bool = False):
     """(X, y, w) from an arrow table, checked: the worker's half of validation."""
     X = columns_to_matrix(table, features, dtype)
     y = w = ycol = None
@@ -310,7 +315,8 @@ def table_to_shard_arrays(table, features, label, weight, dtype, where: RowNamer
         y = column_to_labels(ycol)
     if weight is not None:
         w = columns_to_matrix(table, [weight], np.float64)[:, 0].copy()
-    check_shard_values(X, y, ycol, w, features=features, label=label, weight=weight, where=where)
+    check_shard_values(X, y, ycol, w, features=features, label=label, weight=weight, where=where,
+                       allow_nan=allow_nan)
     return X, y, w
 
 
@@ -366,11 +372,18 @@ class TableShardSource:
     """``load`` / ``load_labels`` for shard sources that read their rows as an Arrow table.
 
     A subclass provides ``_read(columns)`` and the fields ``location``, ``first_row``,
-    ``features``, ``label``, ``weight``, ``dtype`` and ``columns``; ``row_unit``
-    names its rows in messages, ``_bytes_read(table)`` what a read cost.
+    ``features``, ``label``, ``weight``, ``dtype``, ``columns`` and ``allow_missing``
+    (NaN features pass: see :meth:`Dataset.allowing_missing`); ``row_unit`` names its
+    rows in messages, ``_bytes_read(table)`` what a read cost.
     """
 
     row_unit = "row"
+
+    def allowing_missing(self):
+        """This source, letting NaN features through."""
+        import dataclasses
+
+        return self if self.allow_missing else dataclasses.replace(self, allow_missing=True)
 
     def _bytes_read(self, table) -> int:
         return table.nbytes
@@ -383,7 +396,8 @@ class TableShardSource:
 
         table = self._read(self.columns)
         X, y, w = table_to_shard_arrays(table, list(self.features), self.label, self.weight,
-                                        np.dtype(self.dtype), self._rows_named())
+                                        np.dtype(self.dtype), self._rows_named(),
+                                        allow_nan=self.allow_missing)
         record_read(self.location.url, "rows", table.num_rows, self.columns,
                     self._bytes_read(table))
         return Shard(index=index, X=X, y=y, sample_weight=w)

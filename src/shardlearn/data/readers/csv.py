@@ -177,6 +177,8 @@ class CsvByteRangeSource(TableShardSource):
     label_type: str | None
     bool_columns: tuple[str, ...] = ()
     delimiter: str = ","
+    #: NaN features pass (estimators that treat them as missing); see TableShardSource.
+    allow_missing: bool = False
     load_on_worker: ClassVar[bool] = True
 
     @property

@@ -113,6 +113,8 @@ class ParquetRowGroupSource(TableShardSource):
     #: Rows of the row-group range skipped before this shard's rows: an oversized
     #: row group is split into several shards that each keep one slice of it.
     skip: int = 0
+    #: NaN features pass (estimators that treat them as missing); see TableShardSource.
+    allow_missing: bool = False
     #: Rows in the whole row-group range (-1: the same as ``n_rows``).
     range_rows: int = -1
     load_on_worker: ClassVar[bool] = True

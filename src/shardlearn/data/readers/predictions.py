@@ -31,6 +31,15 @@ def write_parquet_columns(url, columns: dict, storage_options: dict | None = Non
     return write_bytes_atomic(url, sink.getvalue().to_pybytes(), storage_options)
 
 
+def handles_missing(model) -> bool:
+    """Whether ``model`` takes NaN features as missing values (scikit-learn's
+    ``allow_nan`` input tag: the trees do)."""
+    try:
+        return bool(model.__sklearn_tags__().input_tags.allow_nan)
+    except AttributeError:
+        return False
+
+
 def predict_to_parquet(model, data_url, out_url, *, features=None, label: str | None = None,
                        proba: bool = False, storage_options: dict | None = None,
                        out_storage_options: dict | None = None, format: str | None = None,
@@ -75,6 +84,8 @@ def predict_to_parquet(model, data_url, out_url, *, features=None, label: str | 
         # Metadata only: the columns other than the label, then read without it.
         features = [str(c) for c in open_dataset(data_url, label=label, **opts).feature_names]
     ds = open_dataset(data_url, features=features, **opts)
+    if handles_missing(model):
+        ds = ds.allowing_missing()
     n_in = getattr(model, "n_features_in_", None)
     if n_in is not None and ds.n_features != n_in:
         raise ValueError(
@@ -126,6 +137,8 @@ def score_dataset(model, dataset, session=None) -> float:
         raise ValueError("score_dataset needs a dataset with labels (label=...).")
     names = getattr(model, "feature_names_in_", None)
     columns = None if names is None else [str(c) for c in names]
+    if handles_missing(model):
+        dataset = dataset.allowing_missing()
     with Coordinator(dataset, session=session, name="score") as coord:
         parts = coord.map(_score_kernel, model, columns, step="score")
     total = np.sum(parts, axis=0)
