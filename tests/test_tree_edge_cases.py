@@ -75,6 +75,12 @@ def test_few_weighted_rows_keep_probabilities_and_out_of_bag_scores_sound():
     np.testing.assert_allclose(dec[seen].sum(axis=1), 1.0)
 
 
+def test_the_report_counts_the_trees_kept():
+    est = RandomForestRegressor(n_estimators=6, trees_per_pass=2, random_state=1,
+                                oob_score=True).fit([[0.0], [1.0], [2.0]], [1.0, 2.0, 3.0])
+    assert est.fit_report_.extra["n_trees"] == M.n_trees(est.forest_) < 6
+
+
 def test_a_forest_of_only_empty_bootstraps_is_refused():
     outcomes = set()
     for seed in range(30):
@@ -118,10 +124,29 @@ def test_validation_frame_columns_are_checked_by_name():
     X, y = _data(400, 3)
     df = pd.DataFrame(X, columns=["a", "b", "c"])
     est = GradientBoostingClassifier(n_estimators=5, early_stopping=True, random_state=0)
-    with pytest.raises(ValueError, match="feature names"):
+    with pytest.raises(ValueError, match=r"X_val's columns \['c', 'b', 'a'\] are not X's"):
         est.fit(df, y, X_val=df[["c", "b", "a"]], y_val=y)
     est.fit(df, y, X_val=df, y_val=y)                   # the same columns: fine
     assert est.n_iter_ >= 1
+    with warnings.catch_warnings():                     # X without names: no check, no warning
+        warnings.simplefilter("error")
+        est.fit(X, y, X_val=df, y_val=y)
+
+
+def test_regression_targets_held_as_objects_are_numbers_in_y_val_too():
+    X, _ = _data(300, 3)
+    y = 2 * X[:, 0]
+    est = GradientBoostingRegressor(n_estimators=3, early_stopping=True, random_state=0)
+    a = est.fit(X, pd.Series(y, dtype=object), X_val=X, y_val=pd.Series(y, dtype=object))
+    np.testing.assert_array_equal(a.validation_score_, est.fit(X, y, X_val=X, y_val=y)
+                                  .validation_score_)
+
+
+def test_rows_of_no_weight_at_all_are_refused_without_talk_of_bootstraps():
+    X = np.arange(10.0)[:, None]
+    y = np.array([0] * 5 + [1] * 5)
+    with pytest.raises(ValueError, match="every row has weight 0"):
+        DecisionTreeClassifier(class_weight={0: 0, 1: 1}).fit(X, y, sample_weight=[1] * 5 + [0] * 5)
 
 
 def test_validation_set_messages_name_the_validation_arrays():
@@ -145,6 +170,18 @@ def test_a_missing_label_far_down_an_object_column_is_refused(hole, message):
     labels[1100] = hole
     with pytest.raises(ValueError, match=message):
         DecisionTreeClassifier(max_depth=2).fit(X, labels)
+
+
+def test_numpy_and_python_scalars_of_one_sort_are_one_label_type():
+    X, y = _data(2000, 2)
+    labels = np.where(y == 1, "b", "a").astype(object)
+    labels[1600] = np.str_(labels[1600])          # past any sample of the first rows
+    est = DecisionTreeClassifier(max_depth=2).fit(X, labels)
+    np.testing.assert_array_equal(est.classes_, ["a", "b"])
+    mixed = labels.copy()
+    mixed[1700] = 3
+    with pytest.raises(ValueError, match=r"y mixes label types \['int', 'str'\]"):
+        DecisionTreeClassifier(max_depth=2).fit(X, mixed)
 
 
 def test_inf_at_predict_says_nan_is_allowed():
@@ -208,11 +245,24 @@ def _rewrite_arrays(path, change):
     (lambda a: a.__setitem__("forest_.feature", np.where(a["forest_.feature"] >= 0, 40, -1)
                              .astype(np.int32)), r"feature outside 0\.\.4"),
     (lambda a: a.__setitem__("forest_.value", a["forest_.value"][:-1]), "rows where the trees"),
-], ids=["children", "features", "values"])
+    (lambda a: a.__setitem__("forest_.value", a["forest_.value"][:, 0]), "not a 2-D array"),
+    (lambda a: a.__setitem__("forest_.offsets", a["forest_.offsets"].astype(float)),
+     "offsets'\\] has dtype float64"),
+], ids=["children", "features", "values", "value-1d", "offsets-float"])
 def test_a_structurally_damaged_forest_is_refused_at_load(tmp_path, change, message):
     path = _saved(tmp_path)
     _rewrite_arrays(path, change)
     with pytest.raises(ValueError, match=message):
+        shardlearn.load(path)
+
+
+def test_a_decision_tree_classifier_saved_without_classes_is_refused_at_load(tmp_path):
+    path = _saved(tmp_path)            # as files written before classes_ was saved
+    _rewrite_arrays(path, lambda a: a.pop("classes_"))
+    meta = json.loads((path / "model.json").read_text())
+    del meta["attributes"]["classes_"], meta["attributes"]["n_classes_"]
+    (path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="classes_ were not saved .*refit it"):
         shardlearn.load(path)
 
 
@@ -258,6 +308,20 @@ def _files_with_nan(tmp_path):
     df.to_csv(tmp_path / "d.csv", index=False)
     df.to_parquet(tmp_path / "d.parquet")
     return df[["a", "b", "c"]], y
+
+
+def test_labels_of_a_file_dataset_are_read_once_for_many_tree_fits(tmp_path, monkeypatch):
+    from shardlearn.data.readers import CsvByteRangeSource
+
+    _files_with_nan(tmp_path)
+    reads = []
+    original = CsvByteRangeSource.load_labels
+    monkeypatch.setattr(CsvByteRangeSource, "load_labels",
+                        lambda self: reads.append(1) or original(self))
+    ds = shardlearn.read_csv(str(tmp_path / "d.csv"), label="y")
+    for _ in range(3):
+        DecisionTreeClassifier(max_depth=2).fit(ds)
+    assert len(reads) == ds.n_shards
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])

@@ -58,6 +58,7 @@ class Dataset:
         self.dtype = np.dtype(dtype)
         self.id = next(_dataset_ids)
         self._labels_cache = None
+        self._missing_allowed = None
 
     # -- construction -----------------------------------------------------------
     @classmethod
@@ -167,6 +168,8 @@ class Dataset:
         (in-memory data is checked once, when the estimator takes it)."""
         import dataclasses
 
+        if self._missing_allowed is not None:     # one copy: its labels are read once
+            return self._missing_allowed
         infos = [dataclasses.replace(i, source=i.source.allowing_missing())
                  if hasattr(i.source, "allowing_missing") else i for i in self.shards]
         if all(a.source is b.source for a, b in zip(infos, self.shards)):
@@ -175,6 +178,8 @@ class Dataset:
                       has_weights=self.has_weights, feature_names=self.feature_names,
                       dtype=self.dtype)
         out._labels_cache = self._labels_cache
+        out._missing_allowed = out
+        self._missing_allowed = out
         return out
 
     def to_arrays(self):

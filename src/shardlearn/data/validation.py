@@ -226,6 +226,16 @@ def check_sample_weight(sample_weight, n_rows: int, dtype=np.float64, boundaries
     return sw
 
 
+def _label_kind(t: type) -> str:
+    """What sort of label a Python or numpy scalar type is (``str`` and ``np.str_``,
+    ``int`` and ``np.int64`` are one sort: they sort together)."""
+    for base, kind in ((bool, "bool"), (np.bool_, "bool"), (str, "str"), (bytes, "bytes"),
+                       (numbers.Integral, "int"), (numbers.Real, "float")):
+        if issubclass(t, base):
+            return kind
+    return t.__name__
+
+
 def _missing_labels(arr: np.ndarray) -> np.ndarray:
     """Which entries of an object array are NaN, None or pandas' NA / NaT."""
     import pandas as pd
@@ -252,10 +262,10 @@ def check_classification_target(y, *, boundaries=None):
             raise ValueError(
                 f"Input y contains {what} at {_where(row, boundaries)}. "
                 "A classifier needs a label for every row: drop those rows or fill them in.")
-        kinds = set(map(type, arr))
+        kinds = {_label_kind(t) for t in set(map(type, arr))}
         if len(kinds) > 1:
-            raise ValueError(f"y mixes label types {sorted(k.__name__ for k in kinds)}; use one type.")
-        if kinds and issubclass(next(iter(kinds)), (float, np.floating)):
+            raise ValueError(f"y mixes label types {sorted(kinds)}; use one type.")
+        if kinds == {"float"}:
             # Float labels in an object array: inf must not become a class.
             try:
                 as_float = arr.astype(np.float64)

@@ -8,11 +8,16 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import validate_data
 
 from ..algorithms.tree import model as M
 from ..algorithms.tree.fit import fit_boosting
-from ..data.validation import check_features, check_finite, check_sample_weight, check_target
+from ..data.validation import (
+    as_numeric_target,
+    check_features,
+    check_finite,
+    check_sample_weight,
+    check_target,
+)
 from ..tree._base import CATEGORICAL_DOC, CLASS_WEIGHT_DOC, COMMON_CONSTRAINTS, HistTreeMixin
 
 _CONSTRAINTS: dict = {
@@ -162,15 +167,13 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         val = None
         if X_val is not None:
             Xv = check_features(X_val, name="X_val")
-            if hasattr(X_val, "columns"):
-                # The columns by name, as predict checks them: a reordered frame would
-                # score the trees on the wrong features and stop the fit early.
-                validate_data(self, X_val, skip_check_array=True, reset=False)
+            _check_val_columns(X_val, getattr(self, "feature_names_in_", None))
             if Xv.shape[1] != dataset.n_features:
                 raise ValueError(f"X_val has {Xv.shape[1]} features but X has "
                                  f"{dataset.n_features}; pass the same columns.")
             check_finite(Xv, name="X_val", allow_nan=True)
-            yv = check_target(y_val, Xv.shape[0], name="y_val")
+            yv = check_target(y_val if classes is not None else as_numeric_target(y_val),
+                              Xv.shape[0], name="y_val")
             if classes is not None:
                 unknown = np.setdiff1d(np.unique(yv), classes)
                 if unknown.size:
@@ -274,6 +277,20 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         # this to the bit (a pairwise sum over rounds differed by 1e-10).
         Xc = self._predict_input(X, allow_nan=True)
         return M.reduced_outputs(self.forest_, Xc, final, self.n_trees_per_iteration_)
+
+
+def _check_val_columns(X_val, fitted_names) -> None:
+    """A DataFrame ``X_val`` must hold X's columns in X's order: a reordered frame would
+    score the trees on the wrong features and stop the fit early."""
+    if fitted_names is None or not hasattr(X_val, "columns"):
+        return
+    got = [str(c) for c in X_val.columns]
+    want = [str(c) for c in fitted_names]
+    if got != want:
+        raise ValueError(
+            f"X_val's columns {got[:8]}{'...' if len(got) > 8 else ''} are not X's "
+            f"{want[:8]}{'...' if len(want) > 8 else ''}: pass X_val with the same columns "
+            "in the same order (e.g. X_val[X.columns]).")
 
 
 class GradientBoostingClassifier(ClassifierMixin, _BaseGB):

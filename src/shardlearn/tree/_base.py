@@ -189,6 +189,10 @@ class HistTreeMixin(DistributedEstimatorMixin):
         """After loading from a file: the forest's structure (see ``io.model_files``)."""
         if not hasattr(self, "forest_") or not hasattr(self, "n_features_in_"):
             raise ValueError("it holds no fitted forest (forest_, n_features_in_).")
+        if getattr(self, "_classifier", False) and not hasattr(self, "classes_"):
+            # DecisionTreeClassifier files written before classes_ was saved.
+            raise ValueError("the classifier's classes_ were not saved (a DecisionTree"
+                             "Classifier saved by shardlearn before 2026-12-03): refit it.")
         M.check_forest(self.forest_, int(self.n_features_in_))
 
     def _leaf_outputs(self, X):

@@ -265,15 +265,19 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
                 oob = out[0]
             else:
                 oob = (np.concatenate([o[0] for o in oob]), np.concatenate([o[1] for o in oob]))
-        if not forests:
+        if not forests and bootstrap:
             raise ValueError(
                 f"{estimator}: the bootstrap sample of every one of the {n_estimators} trees "
                 f"came out empty (each row is drawn a Poisson(1) number of times, and few "
                 f"rows have a positive weight). Use more trees (n_estimators) or "
                 f"bootstrap=False.")
+        if not forests:
+            raise ValueError(f"{estimator}: every row has weight 0 (sample_weight times "
+                             "class_weight); give some rows a positive weight.")
         forest = M.concat_forests(forests)
         report = tf.report(estimator, n_estimators, [],
-                           extra={"n_trees": n_estimators, "n_nodes": int(forest["offsets"][-1])})
+                           extra={"n_trees": M.n_trees(forest),
+                                  "n_nodes": int(forest["offsets"][-1])})
     return ForestFit(forest, tf.edges, oob, report)
 
 
@@ -311,11 +315,15 @@ class BoostFit:
 def _check_split(estimator, train_weight, held_weight, held_out, fraction, n_rows):
     """Refuse a fit whose training or early-stopping rows came out empty (the rows are
     held out one by one at random, so a small dataset may keep none on one side)."""
+    if not train_weight > 0 and held_out:
+        raise ValueError(
+            f"{estimator}: no training rows left to fit: the rows not held out for early "
+            f"stopping (validation_fraction={fraction} of {n_rows} rows, drawn row by row) "
+            "have no weight. Lower validation_fraction, pass X_val and y_val to fit, or "
+            "check sample_weight / class_weight.")
     if not train_weight > 0:
-        where = (f"validation_fraction={fraction} held out every row of {n_rows}"
-                 if held_out else "every training row has weight 0")
-        raise ValueError(f"{estimator}: no training rows left to fit ({where}). "
-                         "Lower validation_fraction, or pass X_val and y_val to fit.")
+        raise ValueError(f"{estimator}: every row has weight 0 (sample_weight times "
+                         "class_weight); give some rows a positive weight.")
     if held_out and not held_weight > 0:
         raise ValueError(
             f"{estimator}: early stopping held out no row with a positive weight "

@@ -61,10 +61,17 @@ def check_forest(forest, n_features: int) -> None:
     missing = [k for k in FOREST_KEYS[:8] if k not in forest]
     if missing:
         raise ValueError(f"forest_ lacks the arrays {missing}.")
+    kinds = {"offsets": "iu", "feature": "iu", "left": "iu", "right": "iu", "threshold": "f",
+             "value": "f", "missing_left": "biu", "cat_size": "iu", "cat_values": "f"}
+    for k, allowed in kinds.items():
+        if k in forest and np.asarray(forest[k]).dtype.kind not in allowed:
+            raise ValueError(f"forest_[{k!r}] has dtype {np.asarray(forest[k]).dtype}.")
+    if np.asarray(forest["value"]).ndim != 2:
+        raise ValueError("forest_['value'] is not a 2-D array (nodes x outputs).")
     offs = np.asarray(forest["offsets"])
-    n = int(offs[-1]) if offs.size else -1
     if offs.ndim != 1 or offs.size < 1 or offs[0] != 0 or (np.diff(offs) < 1).any():
         raise ValueError("forest_['offsets'] is not an increasing list of tree starts from 0.")
+    n = int(offs[-1])
     for k in FOREST_KEYS[1:]:
         if k in forest and k != "cat_values" and np.asarray(forest[k]).shape[:1] != (n,):
             raise ValueError(f"forest_[{k!r}] has {np.asarray(forest[k]).shape[:1]} rows "
