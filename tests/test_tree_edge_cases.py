@@ -366,3 +366,39 @@ def test_cli_predict_with_a_tree_model_takes_missing_values(tmp_path, data):
                               "--label", "y", "--out", tmp_path / "p.csv")
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(pd.read_csv(tmp_path / "p.csv")["prediction"], est.predict(X))
+
+
+def test_xgboost_export_keeps_an_infinite_threshold():
+    xgb = pytest.importorskip("xgboost")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 3))
+    y = X[:, 0].copy()
+    gone = rng.random(2000) < 0.3
+    X[gone, 1] = np.nan
+    y[gone] += 3                         # a present-or-missing split: threshold +inf
+    est = GradientBoostingRegressor(n_estimators=3, max_depth=2).fit(X, y)
+    assert np.isinf(est.forest_["threshold"]).any()
+    booster = xgb.Booster()
+    booster.load_model(bytearray(est.export_xgboost().encode()))
+    top = float(np.finfo(np.float32).max)
+    Xt = np.array([[0.0, 1.0, 0.0], [0.0, np.nan, 0.0], [0.0, top, 0.0]])
+    np.testing.assert_allclose(booster.predict(xgb.DMatrix(Xt, missing=np.nan)), est.predict(Xt),
+                               rtol=1e-6)
+
+
+def test_xgboost_export_carries_the_column_names():
+    xgb = pytest.importorskip("xgboost")
+    X, y = _data(500, 3)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    booster = xgb.Booster()
+    est = GradientBoostingClassifier(n_estimators=3).fit(df, y)
+    booster.load_model(bytearray(est.export_xgboost().encode()))
+    assert booster.feature_names == ["a", "b", "c"]
+    np.testing.assert_allclose(booster.predict(xgb.DMatrix(df)), est.predict_proba(df)[:, 1],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="feature_names mismatch"):
+        booster.predict(xgb.DMatrix(df[["c", "b", "a"]]))
+    unnamed = xgb.Booster()
+    unnamed.load_model(bytearray(GradientBoostingClassifier(n_estimators=3).fit(X, y)
+                                 .export_xgboost().encode()))
+    assert unnamed.feature_names is None

@@ -225,7 +225,9 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
         Categorical splits become XGBoost categorical splits (``split_type`` 1,
         categories below 2**24): they agree on integer categories, unseen ones,
         negative values and NaN; a non-integer value in a categorical column is
-        missing here but truncated to an integer category by XGBoost.
+        missing here but truncated to an integer category by XGBoost. A model fitted
+        on a DataFrame carries its column names, so that XGBoost, as for its own such
+        models, refuses a DMatrix whose columns are missing or in another order.
 
         Parameters
         ----------
@@ -246,7 +248,8 @@ class _BaseGB(HistTreeMixin, BaseEstimator):
             objective = "reg:squarederror"
         else:
             objective = "binary:logistic" if len(self.classes_) == 2 else "multi:softprob"
-        text = to_xgboost_json(self.forest_, self.baseline_, objective, self.n_features_in_)
+        text = to_xgboost_json(self.forest_, self.baseline_, objective, self.n_features_in_,
+                               getattr(self, "feature_names_in_", None))
         if path is not None:
             with open(path, "w") as f:
                 f.write(text)

@@ -35,8 +35,9 @@ def _cond(threshold: np.ndarray) -> np.ndarray:
     t32 = t.astype(np.float32)
     # Smallest float32 c with c > t (as float64): x <= t  <=>  x < c for float32 x.
     below = t32.astype(np.float64) <= t
-    c = np.where(below, np.nextafter(t32, np.float32(np.inf)), t32)
-    return np.where(np.isinf(t), np.float32(np.finfo(np.float32).max), c).astype(np.float32)
+    # A threshold of +inf (present values left, missing right) stays inf: XGBoost reads
+    # the JSON token Infinity, and FLT_MAX in its place sent x == FLT_MAX the other way.
+    return np.where(below, np.nextafter(t32, np.float32(np.inf)), t32).astype(np.float32)
 
 
 def _cat_layout(forest):
@@ -98,10 +99,13 @@ def _tree_json(forest, t, leaf_offset, n_features, cat_layout):
     }
 
 
-def to_xgboost_json(forest, baseline, objective: str, n_features: int) -> str:
+def to_xgboost_json(forest, baseline, objective: str, n_features: int,
+                    feature_names=None) -> str:
     """XGBoost JSON for a forest of ``len(baseline)`` trees per round.
 
     ``objective``: "binary:logistic", "multi:softprob" or "reg:squarederror".
+    ``feature_names``: the columns the model was fitted on, if named (XGBoost then
+    checks a DMatrix's names, as for its own models fitted on a DataFrame).
     """
     K = len(baseline)
     n_trees = len(forest["offsets"]) - 1
@@ -120,7 +124,8 @@ def to_xgboost_json(forest, baseline, objective: str, n_features: int) -> str:
     model = {
         "learner": {
             "attributes": {},
-            "feature_names": [], "feature_types": [],
+            "feature_names": [] if feature_names is None else [str(c) for c in feature_names],
+            "feature_types": [],
             "gradient_booster": {
                 "model": {
                     "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(n_trees)},
