@@ -123,7 +123,6 @@ def train(model_name, data, label, out, params, shard_rows, n_shards, storage_op
     """
     from shardlearn.data import Dataset
 
-    from ..data.readers.predictions import handles_missing
     from . import _files
 
     out_con = console()
@@ -140,7 +139,6 @@ def train(model_name, data, label, out, params, shard_rows, n_shards, storage_op
                                    "--n-shards.")
         check_out(out, opts)
         estimator = build_estimator(model_name, params)
-        missing_ok = handles_missing(estimator)     # the trees take NaN as missing
         task = MODELS[model_name][2]
         if kind == "files":
             from shardlearn.data.readers import open_dataset, score_dataset
@@ -148,14 +146,11 @@ def train(model_name, data, label, out, params, shard_rows, n_shards, storage_op
             _files.require_label(data, label, opts)
             # Metadata only on this process; the workers read the rows.
             dataset = open_dataset(data, label=label, storage_options=opts, shard_rows=shard_rows)
-            if missing_ok:
-                dataset = dataset.allowing_missing()
             check_labels(task, dataset.labels(), data)
         else:
-            table = _files.read_table(data, label, require_label=True, allow_nan=missing_ok)
+            table = _files.read_table(data, label, require_label=True)
             check_labels(task, table.y, table.path)
-            dataset = Dataset.from_arrays(table.X, table.y, n_shards=n_shards,
-                                          allow_nan=missing_ok)
+            dataset = Dataset.from_arrays(table.X, table.y, n_shards=n_shards)
         configure_progress(progress)
 
         session = start_session(engine, workers, address)

@@ -260,8 +260,7 @@ def _build_estimator(meta, arrays, path):
         try:
             check()
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc} The model file is damaged; save the model "
-                             "again.") from None
+            raise ValueError(f"{path}: {exc}") from None
     return est
 
 

@@ -187,13 +187,16 @@ class HistTreeMixin(DistributedEstimatorMixin):
 
     def _check_loaded(self):
         """After loading from a file: the forest's structure (see ``io.model_files``)."""
-        if not hasattr(self, "forest_") or not hasattr(self, "n_features_in_"):
-            raise ValueError("it holds no fitted forest (forest_, n_features_in_).")
         if getattr(self, "_classifier", False) and not hasattr(self, "classes_"):
             # DecisionTreeClassifier files written before classes_ was saved.
             raise ValueError("the classifier's classes_ were not saved (a DecisionTree"
                              "Classifier saved by shardlearn before 2026-12-03): refit it.")
-        M.check_forest(self.forest_, int(self.n_features_in_))
+        try:
+            if not hasattr(self, "forest_") or not hasattr(self, "n_features_in_"):
+                raise ValueError("it holds no fitted forest (forest_, n_features_in_).")
+            M.check_forest(self.forest_, int(self.n_features_in_))
+        except ValueError as exc:
+            raise ValueError(f"{exc} The model file is damaged; save the model again.") from None
 
     def _leaf_outputs(self, X):
         Xc = self._predict_input(X, allow_nan=True)

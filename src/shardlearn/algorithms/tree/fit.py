@@ -272,8 +272,7 @@ def fit_forest(dataset, *, task, classes=None, criterion, n_estimators=1, bootst
                 f"rows have a positive weight). Use more trees (n_estimators) or "
                 f"bootstrap=False.")
         if not forests:
-            raise ValueError(f"{estimator}: every row has weight 0 (sample_weight times "
-                             "class_weight); give some rows a positive weight.")
+            raise _no_weight(estimator)
         forest = M.concat_forests(forests)
         report = tf.report(estimator, n_estimators, [],
                            extra={"n_trees": M.n_trees(forest),
@@ -312,6 +311,11 @@ class BoostFit:
     report: FitReport
 
 
+def _no_weight(estimator) -> ValueError:
+    return ValueError(f"{estimator}: every row has weight 0 (sample_weight times "
+                      "class_weight); give some rows a positive weight.")
+
+
 def _check_split(estimator, train_weight, held_weight, held_out, fraction, n_rows):
     """Refuse a fit whose training or early-stopping rows came out empty (the rows are
     held out one by one at random, so a small dataset may keep none on one side)."""
@@ -322,8 +326,7 @@ def _check_split(estimator, train_weight, held_weight, held_out, fraction, n_row
             "have no weight. Lower validation_fraction, pass X_val and y_val to fit, or "
             "check sample_weight / class_weight.")
     if not train_weight > 0:
-        raise ValueError(f"{estimator}: every row has weight 0 (sample_weight times "
-                         "class_weight); give some rows a positive weight.")
+        raise _no_weight(estimator)
     if held_out and not held_weight > 0:
         raise ValueError(
             f"{estimator}: early stopping held out no row with a positive weight "

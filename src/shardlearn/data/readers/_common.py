@@ -378,6 +378,7 @@ class TableShardSource:
     """
 
     row_unit = "row"
+    allow_missing = False       # the subclasses' dataclass field overrides it
 
     def allowing_missing(self):
         """This source, letting NaN features through."""
@@ -397,7 +398,7 @@ class TableShardSource:
         table = self._read(self.columns)
         X, y, w = table_to_shard_arrays(table, list(self.features), self.label, self.weight,
                                         np.dtype(self.dtype), self._rows_named(),
-                                        allow_nan=getattr(self, "allow_missing", False))
+                                        allow_nan=self.allow_missing)
         record_read(self.location.url, "rows", table.num_rows, self.columns,
                     self._bytes_read(table))
         return Shard(index=index, X=X, y=y, sample_weight=w)
