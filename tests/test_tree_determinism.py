@@ -36,6 +36,9 @@ def _models():
         "gbt_feature": GradientBoostingRegressor(n_estimators=3, max_depth=3, min_samples_leaf=5,
                                                  early_stopping=True, random_state=0,
                                                  parallel="feature"),
+        # Squared error: the first round on the exact grid, then packed (fit._packing_fits).
+        "gbt_reg": GradientBoostingRegressor(n_estimators=4, max_depth=3, min_samples_leaf=5,
+                                             random_state=0),
         "forest": RandomForestClassifier(n_estimators=4, max_depth=5, oob_score=True,
                                          random_state=0),
         # Per-tree class weights from bootstrap counts summed over the shards.

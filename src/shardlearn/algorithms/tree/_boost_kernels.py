@@ -28,8 +28,9 @@ def boost_rows(loss, raw, y, sw, train, pos, leaf_values, has_leaves, qg, qh, va
     """``raw`` (n,) updated in place; ``vals`` (n, 2) written, and ``packed`` (n,)
     unless it is empty; returns whether every packed value is within the packing
     limits (rows of weight above 1 may not be: then ``packed`` must not be used).
-    ``sums[k]``: ``[train loss, train weight, held-out loss, held-out weight]`` of
-    rows ``bounds[k]:bounds[k + 1]``, summed in row order.
+    ``sums[k]``: ``[train loss, train weight, held-out loss, held-out weight, largest
+    |residual|]`` of rows ``bounds[k]:bounds[k + 1]``, summed in row order (the last,
+    squared error only, over training rows of positive weight; else 0).
 
     ``move``: first send each row to the child of its node's (threshold) split,
     the last level of the previous tree (the 1-D tables of :func:`._kernels.apply_splits`
@@ -61,6 +62,7 @@ def boost_rows(loss, raw, y, sw, train, pos, leaf_values, has_leaves, qg, qh, va
         t_weight = 0.0
         v_loss = 0.0
         v_weight = 0.0
+        g_max = 0.0         # squared error: largest |residual| of a weighted training row
         # Logistic loss of rows of weight 0 or 1: the log(1 + e) terms of LOG_BATCH rows
         # as the log of their product (below 2**LOG_BATCH), one log per batch instead
         # of one per row, which was a third of this loop. Each factor is rounded once:
@@ -153,6 +155,8 @@ def boost_rows(loss, raw, y, sw, train, pos, leaf_values, has_leaves, qg, qh, va
                 # A product with 1.0 or 0.0 instead of a branch (a row is held out
                 # at random): the same sums, as adding 0.0 leaves a sum as it is.
                 in_t = 1.0 if tr_c[j] else 0.0
+                if loss == 0 and si * in_t > 0.0:
+                    g_max = max(g_max, abs(z_c[j] - y_c[j]))
                 wl = si * lo
                 t_loss += wl * in_t
                 t_weight += si * in_t
@@ -166,4 +170,5 @@ def boost_rows(loss, raw, y, sw, train, pos, leaf_values, has_leaves, qg, qh, va
         sums[k, 1] += t_weight
         sums[k, 2] += v_loss
         sums[k, 3] += v_weight
+        sums[k, 4] = max(sums[k, 4], g_max)
     return top <= LIMIT

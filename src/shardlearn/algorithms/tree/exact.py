@@ -18,7 +18,10 @@ below what float64 summation itself loses.
 Boosting with one tree a round (binary logistic, squared error) uses a coarser
 grid: a power of two between 2**-15 and 2**-14 of the bound on the unweighted
 gradient and hessian (:func:`._packed_hist.pack_grid`), rounded to before the
-row weight multiplies.
+row weight multiplies, where that grid is fine enough (:func:`.fit._packing_fits`):
+whole-number row weights only (a fractional weight would be rounded to the coarse
+grid again), and for squared error a bound (the last round's largest residual
+plus its largest leaf) within 16 times the residuals' root mean square.
 Then a row's gradient, hessian and count pack into one int64 and a histogram
 costs one integer add per row and feature instead of three float adds
 (:mod:`._packed_hist`). Each value moves by at most half a step, under 2**-15

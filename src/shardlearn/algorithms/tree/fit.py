@@ -139,6 +139,7 @@ class TreeFit:
         self.max_sw = float(b[:, 0].max())
         self.y_range = (float(b[:, 1].min()), float(b[:, 2].max()))
         integral = bool(b[:, 3].all())
+        self.whole_weights = integral
         n = self.dataset.n_rows
         # Bootstrap multiplies rows by Poisson(1) counts, whose sum stays below 2n + 64.
         terms = 2 * n + 64 if self.spec.get("bootstrap") else n
@@ -388,7 +389,7 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
         spec["baseline"] = baseline
         n_rows, sw_max = dataset.n_rows, tf.max_sw
         if loss == "squared_error":
-            # |raw - y| <= |baseline - y| + the largest leaf of every round so far.
+            # |baseline - y| in the first round; then from each round's largest residual.
             g_bound = max(abs(tf.y_range[0] - baseline[0]), abs(tf.y_range[1] - baseline[0]))
             h_bound = 1.0
         else:
@@ -407,7 +408,9 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                     masks = np.zeros((Kt, F), bool)
                     for k in range(Kt):
                         masks[k, rng.choice(F, n_col, replace=False)] = True
-                if Kt == 1:
+                packed = Kt == 1 and _packing_fits(loss, tf.whole_weights, g_bound,
+                                                   train_hist)
+                if packed:
                     # One tree a round: gradients and hessians to 15 bits of their
                     # bounds, for one-add-per-feature histograms (._packed_hist). Not
                     # of the bounds times the weights: a weight k must give what k
@@ -417,7 +420,7 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                 else:
                     grids = (grid(g_bound * sw_max, n_rows), grid(h_bound * sw_max, n_rows))
                 prologue = (kernels.gbt_prologue, (leaf_table, spec, r, not last, grids,
-                                                   Kt == 1))
+                                                   packed))
                 if last:
                     extras = tf.backend.finish(prologue)
                     trees = None
@@ -427,6 +430,7 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                     trees, extras = grower.grow(prologue=prologue)
                 blocks = extras[0] if tf.parallel == "feature" else [b for e in extras for b in e]
                 s = _fold(blocks)
+                g_max = max(float(b[4]) for b in blocks)   # a max: any order gives it
                 train_hist.append(s[0] / max(s[1], 1e-300))
                 if validation_data is not None:
                     val_hist.append(_driver_loss(loss, raw_v, yv, swv))
@@ -443,7 +447,8 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                 forests.append(M.pack_forest(trees, values))
                 leaf_table = _leaf_table(trees, values)[:, :, 0]
                 if loss == "squared_error":
-                    g_bound += float(np.abs(leaf_table).max())
+                    # Next round's |raw - y| <= this round's largest + its largest leaf.
+                    g_bound = g_max + float(np.abs(leaf_table).max())
                 if validation_data is not None:
                     raw_v += M.leaf_outputs(forests[-1], Xv)[:, :, 0]
                 n_iter = r + 1
@@ -454,6 +459,36 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
         report = tf.report(estimator, n_iter, train_hist,
                            extra={"validation_loss": val_hist, "n_trees": M.n_trees(forest)})
     return BoostFit(forest, baseline, n_iter, train_hist, val_hist, report)
+
+
+#: Squared error packs its gradients only while their bound is at most this many
+#: times their root mean square: a 2**-15 step of the bound is then below 2**-11 of
+#: a typical gradient. One far outlier (y = 1e5 among values near 1) made the step
+#: about 3, rounding every other residual to 0 or +-4.
+PACK_MAX_BOUND_TO_RMS = 16.0
+
+
+def _packing_fits(loss, whole_weights, g_bound, train_hist) -> bool:
+    """Whether this round's gradients may go on the coarse packing grid (a step of
+    2**-15 of their bound, rounded to before the weight multiplies).
+
+    Only for whole-number row weights: a fractional weight multiplies a value already
+    on that grid, and the product is rounded to it again (weights of 1e-4 gave every
+    row 0). Logistic gradients lie in [-1, 1] and their hessians in [0, 1/4]: always
+    fine otherwise. Squared error: while the bound is within
+    :data:`PACK_MAX_BOUND_TO_RMS` of the residuals' root mean square, known from the
+    last round's training loss (mean of half squared residuals); never in the first
+    round, which has no loss yet. A decision from bounds and exactly folded sums, so
+    the same on every engine and worker count.
+    """
+    if not whole_weights:
+        return False
+    if loss != "squared_error":
+        return True
+    if not train_hist:
+        return False
+    rms = math.sqrt(2.0 * max(train_hist[-1], 0.0))
+    return g_bound <= PACK_MAX_BOUND_TO_RMS * rms
 
 
 def _driver_loss(loss, raw, y, sw):

@@ -217,6 +217,12 @@ class Grower:
         itemsize = np.dtype(getattr(backend, "hist_dtype", "float64")).itemsize
         self.node_bytes = width * edges.hist_bins * n_channels * itemsize
         self._split_tables = None     # edges.split_tables(), on first use
+        # Features of one bin (constant in the training data) are never drawn as a
+        # node's candidates: as in scikit-learn, where a constant feature does not
+        # count towards max_features. Otherwise a node could draw only such
+        # features and stay a leaf (columns of zeros left most trees of a forest
+        # a single leaf).
+        self._drawable = edges.splittable() if self.compact else None
 
     # -- node eligibility --------------------------------------------------------------
     def _may_split(self, tree: TreeBuild, v: int) -> bool:
@@ -234,11 +240,10 @@ class Grower:
         t_ids = np.array([self.tree_ids[t] for t, _ in nodes], np.uint64)
         v_ids = np.array([v for _, v in nodes], np.uint64)
         keys = _hash_keys(cfg.seed, t_ids, v_ids, self.F)
+        allowed = np.broadcast_to(self._drawable, keys.shape)
         if self.tree_masks is not None:
-            allowed = np.array([self.tree_masks[t] for t, _ in nodes], bool)
-            keys[~allowed] = np.iinfo(np.uint64).max
-        else:
-            allowed = np.ones(keys.shape, bool)
+            allowed = allowed & np.array([self.tree_masks[t] for t, _ in nodes], bool)
+        keys[~allowed] = np.iinfo(np.uint64).max
         order = np.argsort(keys, axis=1, kind="stable")[:, :k]
         feats = np.sort(order, axis=1).astype(np.int32)
         n_ok = allowed.sum(axis=1)

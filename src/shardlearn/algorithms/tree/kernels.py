@@ -217,7 +217,9 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
     last splits of the previous round (threshold splits only), applied here in the
     same pass (see :func:`.grower.data_level_kernel`).
 
-    Returns per-row-block ``[train_loss_sum, train_weight, val_loss_sum, val_weight]``.
+    Returns per-row-block ``[train_loss_sum, train_weight, val_loss_sum, val_weight,
+    largest |residual|]`` (the last: squared error, training rows of positive weight;
+    else 0).
     """
     y, sw, train = state["y"], state["sw"], state["train"]
     n = y.shape[0]
@@ -242,7 +244,7 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         has = leaf_values is not None
         lv = np.ascontiguousarray(leaf_values[0] if has else np.zeros(1))
         bounds = np.array([a for _, a, _ in blocks] + [n], np.int64)
-        sums = np.zeros((len(blocks), 4))
+        sums = np.zeros((len(blocks), 5))
         mv = moves if moves is not None else (_NO_MOVE,) * 7
         if state.get("y_float") is None:        # class indices as floats, once a fit
             state["y_float"] = np.asarray(y, np.float64)
@@ -261,8 +263,11 @@ def gbt_prologue(shard, state, leaf_values, spec, round_idx, compute_grad, grids
         for _, a, b in blocks:
             m = train[a:b]
             wl = sw[a:b] * lo[a:b]
+            live = m & (sw[a:b] > 0)
+            g_max = (float(np.abs(g[a:b][live]).max())
+                     if spec["loss"] == "squared_error" and live.any() else 0.0)
             out.append(np.array([wl[m].sum(), sw[a:b][m].sum(), wl[~m].sum(),
-                                 sw[a:b][~m].sum()]))
+                                 sw[a:b][~m].sum(), g_max]))
     if compute_grad:
         if not fast:
             vals = np.empty((Kt, n, 2))
