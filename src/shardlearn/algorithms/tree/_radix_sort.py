@@ -72,7 +72,9 @@ def _numpy_sorted(col):
     out = _sorted_without_nan(col)
     lo, hi = np.searchsorted(out, 0.0, "left"), np.searchsorted(out, 0.0, "right")
     if hi > lo:  # -0.0 == 0.0 for the comparison sort: put the negative zeros first
-        n_negative = int(np.count_nonzero(np.signbit(out[lo:hi])))
+        # Counted in the input: numpy's vectorised sort (min/max networks, e.g. on
+        # AVX-512) may turn a -0.0 into a 0.0 where the two meet.
+        n_negative = int(np.count_nonzero((col == 0.0) & np.signbit(col)))
         out[lo:lo + n_negative] = -0.0
         out[lo + n_negative:hi] = 0.0
     return out
