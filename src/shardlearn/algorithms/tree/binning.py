@@ -133,8 +133,7 @@ class BinEdges:
     def splittable(self) -> np.ndarray:
         """Bool per feature: whether its training rows fill more than one bin (values
         and missing). A feature of one bin cannot split any node."""
-        n_bins = np.array([len(t) + 1 for t in self.thresholds], np.int64)
-        return n_bins + np.asarray(self.has_missing, np.int64) > 1
+        return self.n_bins + np.asarray(self.has_missing, np.int64) > 1
 
     def categories(self, feature: int) -> np.ndarray:
         """Sorted category values of a categorical feature's bins (bin k: ``[k - 1]``)."""

@@ -138,8 +138,7 @@ class TreeFit:
                                self.spec.get("class_weight"), step="target_bounds"))
         self.max_sw = float(b[:, 0].max())
         self.y_range = (float(b[:, 1].min()), float(b[:, 2].max()))
-        integral = bool(b[:, 3].all())
-        self.whole_weights = integral
+        integral = self.whole_weights = bool(b[:, 3].all())
         n = self.dataset.n_rows
         # Bootstrap multiplies rows by Poisson(1) counts, whose sum stays below 2n + 64.
         terms = 2 * n + 64 if self.spec.get("bootstrap") else n
