@@ -15,6 +15,7 @@ from sklearn.metrics import r2_score
 
 from shardlearn.algorithms.tree.binning import feature_summaries, merge_summaries
 from shardlearn.algorithms.tree.fit import PACK_MAX_BOUND_TO_RMS, _packing_fits
+from shardlearn.algorithms.tree.node_values import NodeValues
 from shardlearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
@@ -94,14 +95,14 @@ def test_one_far_outlier_leaves_the_other_rows_fitted(outlier):
 
 
 # -- feature draws ----------------------------------------------------------------------
-def test_splittable_features_from_the_edges():
+def test_features_constant_at_the_root_from_the_edges():
     X = np.zeros((100, 5))
     X[:, 1] = np.arange(100) % 3
     X[:, 2] = np.where(np.arange(100) % 5 == 0, np.nan, 1.0)    # one value and missing
     X[:, 3] = np.arange(100) % 2
     cat = np.array([False, False, False, True, True])           # 4: one category
     edges = merge_summaries([feature_summaries(X, 255, categorical=cat)], 255, cat)
-    assert edges.splittable().tolist() == [False, True, True, True, False]
+    assert NodeValues.roots(edges, 2).constant().tolist() == [[True, False, False, False, True]] * 2
 
 
 def _mostly_constant(n, rng):

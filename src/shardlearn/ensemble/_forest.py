@@ -33,7 +33,8 @@ _DOC = """
     min_samples_leaf : int, default=1
     min_impurity_decrease : float, default=0.0
     max_features : int, float, {"sqrt", "log2"} or None
-        Candidate features drawn per node. Default "sqrt" (classifier), 1.0 (regressor).
+        Candidate features drawn per node, among those not constant in the node
+        (as for the trees). Default "sqrt" (classifier), 1.0 (regressor).
     max_leaf_nodes : int, default=None
         None: trees grow level-wise. Else each tree grows best-first, as
         scikit-learn's trees do with this parameter: it splits the leaf whose best

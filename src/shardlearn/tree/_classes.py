@@ -27,7 +27,9 @@ _DOC_PARAMS = """
         Split only if the weighted impurity decrease (scikit-learn's definition)
         is at least this.
     max_features : int, float, {"sqrt", "log2"} or None, default=None
-        Candidate features drawn per node (seeded by ``random_state``).
+        Candidate features drawn per node (seeded by ``random_state``), among the
+        features not constant in the node: constant in the training data, or left
+        one value by the splits above the node.
     max_leaf_nodes : int, default=None
         None: the tree grows level-wise (one pass over the shards per level).
         Else it grows best-first, as scikit-learn's does with this parameter:

@@ -130,11 +130,6 @@ class BinEdges:
     def n_features(self) -> int:
         return len(self.thresholds)
 
-    def splittable(self) -> np.ndarray:
-        """Bool per feature: whether its training rows fill more than one bin (values
-        and missing). A feature of one bin cannot split any node."""
-        return self.n_bins + np.asarray(self.has_missing, np.int64) > 1
-
     def categories(self, feature: int) -> np.ndarray:
         """Sorted category values of a categorical feature's bins (bin k: ``[k - 1]``)."""
         if not self.categorical[feature]:

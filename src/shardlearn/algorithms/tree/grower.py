@@ -42,6 +42,7 @@ from . import _kernels as K
 from ._packed_hist import FoldCarry
 from ._scratch import POOL
 from .exact import narrow_if_exact
+from .node_values import NodeValueIndex
 from .splitting import (
     CAT_WORDS,
     BestSplits,
@@ -217,12 +218,12 @@ class Grower:
         itemsize = np.dtype(getattr(backend, "hist_dtype", "float64")).itemsize
         self.node_bytes = width * edges.hist_bins * n_channels * itemsize
         self._split_tables = None     # edges.split_tables(), on first use
-        # Features of one bin (constant in the training data) are never drawn as a
-        # node's candidates: as in scikit-learn, where a constant feature does not
-        # count towards max_features. Otherwise a node could draw only such
-        # features and stay a leaf (columns of zeros left most trees of a forest
-        # a single leaf).
-        self._drawable = edges.splittable() if self.compact else None
+        # Features constant in a node (one bin in the training data, or narrowed to
+        # one by the splits above it) are never drawn as its candidates: as in
+        # scikit-learn, where a constant feature does not count towards
+        # max_features. Otherwise a node could draw only such features and stay a
+        # leaf (columns of zeros left most trees of a forest a single leaf).
+        self._values = NodeValueIndex(edges, n_trees) if self.compact else None
 
     # -- node eligibility --------------------------------------------------------------
     def _may_split(self, tree: TreeBuild, v: int) -> bool:
@@ -240,7 +241,7 @@ class Grower:
         t_ids = np.array([self.tree_ids[t] for t, _ in nodes], np.uint64)
         v_ids = np.array([v for _, v in nodes], np.uint64)
         keys = _hash_keys(cfg.seed, t_ids, v_ids, self.F)
-        allowed = np.broadcast_to(self._drawable, keys.shape)
+        allowed = ~self._values.constant(nodes)
         if self.tree_masks is not None:
             allowed = allowed & np.array([self.tree_masks[t] for t, _ in nodes], bool)
         keys[~allowed] = np.iinfo(np.uint64).max
@@ -310,11 +311,14 @@ class Grower:
                     cand[(t, v)] = (best, idx)
                     heapq.heappush(heaps[t], (-float(best.gain[idx]), v))
             frontier, pairs = [], []
+            split_now = []                      # [((t, v), (best, row), (lc, rc))]
             for t, tr in enumerate(trees):
                 # Split this tree's best leaves until one has children to evaluate.
                 while heaps[t] and (tr.n_nodes + 1) // 2 < cap:
                     v = heapq.heappop(heaps[t])[1]
-                    lc, rc = self._split(tr, v, *cand.pop((t, v)))
+                    how = cand.pop((t, v))
+                    lc, rc = self._split(tr, v, *how)
+                    split_now.append(((t, v), how, (lc, rc)))
                     pending.setdefault(t, []).append(v)
                     full = (tr.n_nodes + 1) // 2 >= cap
                     need = [] if full else [c for c in (lc, rc) if self._may_split(tr, c)]
@@ -331,6 +335,9 @@ class Grower:
             if not frontier:
                 self.backend.set_pending(table)
                 return
+            if self._values is not None:
+                self._values.split(*(list(c) for c in zip(*split_now)))
+                self._values.keep_only(list(cand) + frontier)
             # Hold on (beyond this pass) to the histograms of leaves that may still split.
             retain = [k for k in sorted(self.backend.held) if k in cand]
             best = self._evaluate_level(trees, table, pairs, frontier, retain=retain)
@@ -378,7 +385,7 @@ class Grower:
         mlefts, gains = best.missing_left[rows].tolist(), best.gain[rows].tolist()
         depth = depth[0::2].tolist()
         split_nodes: dict[int, list] = {}
-        next_frontier, pairs = [], []
+        next_frontier, pairs, kid_rows = [], [], []
         for k, (t, v) in enumerate(nodes):
             tr = trees[t]
             f = feats[k]
@@ -401,7 +408,10 @@ class Grower:
             need = [lc, rc] if ml and mr else [lc] if ml else [rc] if mr else []
             for c in need:
                 next_frontier.append((t, c))
+                kid_rows.append(2 * k + (c == rc))
             pairs.append((t, v, lc, rc, need))
+        if self._values is not None:
+            self._values.advance(nodes, best, rows, next_frontier, kid_rows)
         return split_nodes, next_frontier, pairs
 
     def _may_split_many(self, stats, depth):
