@@ -176,6 +176,82 @@ def test_train_predict_round_trip(fmt, tmp_path, local_session):
         assert list(out.columns) == ["prediction"]  # LinearSVC has no predict_proba
 
 
+TREE_CASES = {
+    # model, file type, --param values, reference
+    "boosting": ("parquet", ["n_estimators=30", "max_depth=3", "learning_rate=0.2"],
+                 dict(n_estimators=30, max_depth=3, learning_rate=0.2)),
+    "forest-regressor": ("csv", ["n_estimators=8", "max_depth=5", "random_state=3"],
+                         dict(n_estimators=8, max_depth=5, random_state=3)),
+    "tree": ("npz", ["max_depth=4", "criterion='entropy'"],
+             dict(max_depth=4, criterion="entropy")),
+}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("model", list(TREE_CASES))
+def test_train_tree_models_round_trip(model, tmp_path):
+    """Trees from the command line: missing values (NaN) in the files and string labels
+    for the classifiers; the saved model predicts exactly as an in-process fit on the
+    same shard boundaries, and ``predict`` writes those predictions."""
+    from shardlearn.cli._common import model_class
+
+    fmt, params, kwargs = TREE_CASES[model]
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 4))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    signal = np.nan_to_num(X[:, 0]) - np.nan_to_num(X[:, 1]) ** 2
+    data, pred, model_dir = tmp_path / f"train.{fmt}", tmp_path / "pred.parquet", tmp_path / "m"
+    if model == "forest-regressor":
+        y = signal + 0.1 * rng.normal(size=300)
+    else:
+        y = np.array(["no", "yes"], dtype=object)[(signal > -0.5).astype(int)]
+    if fmt == "npz":
+        np.savez(data, X=X, y=(y == "yes").astype(np.int64))
+        y = (y == "yes").astype(np.int64)
+        X_feat, label, shards = X, [], ["--n-shards", 3]
+    else:
+        X_feat = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+        df = X_feat.assign(target=y)
+        if fmt == "csv":
+            df.to_csv(data, index=False)
+        else:
+            df.to_parquet(data, index=False, row_group_size=100)
+        label, shards = ["--label", "target"], ["--shard-rows", 100]
+    args = ["train", "--model", model, "--data", data, "--out", model_dir, "--engine", "local",
+            "--workers", 2, *shards, *label]
+    for p in params:
+        args += ["--param", p]
+    proc = ok(run_cli_in_process(*args))
+    assert "3 shards" in proc.stdout and "tree_level" in proc.stdout
+
+    reference = model_class(model)(**kwargs)
+    reference.fit(Dataset.from_arrays(X_feat, y, boundaries=[0, 100, 200, 300], allow_nan=True))
+    loaded = shardlearn.load(model_dir)
+    assert type(loaded) is type(reference)
+    assert {k: loaded.get_params()[k] for k in kwargs} == kwargs
+    expected = reference.predict(X_feat)
+    np.testing.assert_array_equal(loaded.predict(X_feat), expected)
+    metric = "R^2" if model == "forest-regressor" else "accuracy"
+    assert f"training {metric}: {reference.score(X_feat, y):.4f}" in proc.stdout
+    assert reference.score(X_feat, y) > 0.8
+
+    ok(run_cli_in_process("predict", "--model", model_dir, "--data", data, *label, "--out", pred))
+    out = pd.read_parquet(pred)
+    if model == "forest-regressor":
+        np.testing.assert_array_equal(out["prediction"].to_numpy(), expected)
+    else:
+        assert list(out["prediction"].astype(str)) == [str(v) for v in expected]
+        proba = reference.predict_proba(X_feat)
+        names = [f"proba_{c}" for c in reference.classes_]
+        np.testing.assert_array_equal(out[names].to_numpy(), proba)
+    if fmt == "npz":
+        # A model that takes no missing values still refuses them, before any work.
+        proc = run_cli_in_process("train", "--model", "logistic", "--data", data, "--out",
+                                  tmp_path / "lin", forbid_workers=True)
+        assert proc.returncode == 1 and "missing or infinite value" in proc.stderr
+        assert not (tmp_path / "lin").exists()
+
+
 @pytest.mark.timeout(300)
 def test_predict_matches_columns_by_name(tmp_path):
     """Features are matched by name, in any order; other columns (an unnamed label, ids)
@@ -244,8 +320,8 @@ def test_train_bad_input_fails_before_workers_start(case, good_csv, tmp_path):
         "no-label-given": (["--model", "logistic", *drop_city], ["--label", "'label'"], 1),
         "non-numeric": (["--model", "logistic", *drop_city, "--label", "label"],
                         ["non-numeric", "'city'"], 1),
-        "unknown-model": (["--model", "forest", *drop_city, "--label", "label"],
-                          ["'forest'", "logistic", "linear-svc", "ridge", "linear"], 2),
+        "unknown-model": (["--model", "deep-forest", *drop_city, "--label", "label"],
+                          ["'deep-forest'", "logistic", "linear-svc", "ridge", "boosting"], 2),
         "unknown-param": (["--model", "ridge", *drop_city, "--label", "label", "--param", "C=1"],
                           ["no parameter 'C'", "alpha"], 2),
         "bad-param-value": (["--model", "logistic", *drop_city, "--label", "label",

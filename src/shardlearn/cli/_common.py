@@ -15,6 +15,12 @@ MODELS = {
     "linear-svc": ("shardlearn.linear_model", "LinearSVC", "classification"),
     "ridge": ("shardlearn.linear_model", "Ridge", "regression"),
     "linear": ("shardlearn.linear_model", "LinearRegression", "regression"),
+    "tree": ("shardlearn.tree", "DecisionTreeClassifier", "classification"),
+    "tree-regressor": ("shardlearn.tree", "DecisionTreeRegressor", "regression"),
+    "forest": ("shardlearn.ensemble", "RandomForestClassifier", "classification"),
+    "forest-regressor": ("shardlearn.ensemble", "RandomForestRegressor", "regression"),
+    "boosting": ("shardlearn.ensemble", "GradientBoostingClassifier", "classification"),
+    "boosting-regressor": ("shardlearn.ensemble", "GradientBoostingRegressor", "regression"),
 }
 
 ENGINES = ("local", "ray")

@@ -86,8 +86,8 @@ def check_labels(task: str, y, path) -> None:
 
 @click.command()
 @click.option("--model", "model_name", required=True, type=click.Choice(list(MODELS)),
-              help="logistic: LogisticRegression, linear-svc: LinearSVC, ridge: Ridge, "
-                   "linear: LinearRegression.")
+              help=", ".join(f"{name}: {cls}" for name, (_, cls, _) in MODELS.items())
+              + ". The trees take missing values (NaN, empty CSV fields).")
 @click.option("--data", required=True, metavar="URL",
               help="Training data: a .csv/.parquet file, a directory or glob of them, local or "
                    "a storage URL (s3://bucket/prefix/*.parquet, gs://, hdfs://); the workers "
@@ -148,9 +148,14 @@ def train(model_name, data, label, out, params, shard_rows, n_shards, storage_op
             dataset = open_dataset(data, label=label, storage_options=opts, shard_rows=shard_rows)
             check_labels(task, dataset.labels(), data)
         else:
-            table = _files.read_table(data, label, require_label=True)
+            from shardlearn.data.readers.predictions import handles_missing
+
+            # Models that take missing values (the trees) get NaN kept, as from files.
+            missing_ok = handles_missing(estimator)
+            table = _files.read_table(data, label, require_label=True, allow_nan=missing_ok)
             check_labels(task, table.y, table.path)
-            dataset = Dataset.from_arrays(table.X, table.y, n_shards=n_shards)
+            dataset = Dataset.from_arrays(table.X, table.y, n_shards=n_shards,
+                                          allow_nan=missing_ok)
         configure_progress(progress)
 
         session = start_session(engine, workers, address)
