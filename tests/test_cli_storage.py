@@ -152,17 +152,6 @@ def test_s3_round_trip_with_storage_options(s3):
     ref = _reference(LogisticRegression, _frame(s3.X, s3.y)[COLS], s3.y, cuts, C=0.5)
     np.testing.assert_array_equal(model.coef_, ref.coef_)
     np.testing.assert_array_equal(model.intercept_, ref.intercept_)
-    # Boosting: each Ray worker bins the shards it reads; the same trees as in-process.
-    model_url = s3.url("models/ray-boosting")
-    ok(run_cli("train", "--model", "boosting", "--data", s3.url("data/*.parquet"), "--label", "y",
-               "--engine", "ray", "--workers", 2, "--shard-rows", SHARD_ROWS, "--out", model_url,
-               "--param", "n_estimators=20", "--param", "max_depth=3",
-               *option_args(s3.storage_options), aws_env=False))
-    model = shardlearn.load(model_url, storage_options=s3.storage_options)
-    ref = _reference(GradientBoostingClassifier, pd.DataFrame(s3.X, columns=COLS), s3.y,
-                     _boundaries(s3.url("data/*.parquet"), s3.storage_options),
-                     n_estimators=20, max_depth=3)
-    np.testing.assert_array_equal(model.predict_proba(s3.X), ref.predict_proba(s3.X))
     frame = pd.DataFrame(s3.X, columns=COLS)
     assert f"training accuracy: {ref.score(frame, s3.y):.4f}" in proc.stdout
 
@@ -195,17 +184,6 @@ def test_s3_with_environment_credentials_to_local_outputs(s3, tmp_path):
     model = shardlearn.load(model_dir)
     np.testing.assert_array_equal(model.coef_, ref.coef_)
     np.testing.assert_array_equal(model.intercept_, ref.intercept_)
-    # Boosting: each Ray worker bins the shards it reads; the same trees as in-process.
-    model_url = s3.url("models/ray-boosting")
-    ok(run_cli("train", "--model", "boosting", "--data", s3.url("data/*.parquet"), "--label", "y",
-               "--engine", "ray", "--workers", 2, "--shard-rows", SHARD_ROWS, "--out", model_url,
-               "--param", "n_estimators=20", "--param", "max_depth=3",
-               *option_args(s3.storage_options), aws_env=False))
-    model = shardlearn.load(model_url, storage_options=s3.storage_options)
-    ref = _reference(GradientBoostingClassifier, pd.DataFrame(s3.X, columns=COLS), s3.y,
-                     _boundaries(s3.url("data/*.parquet"), s3.storage_options),
-                     n_estimators=20, max_depth=3)
-    np.testing.assert_array_equal(model.predict_proba(s3.X), ref.predict_proba(s3.X))
     frame = pd.DataFrame(X, columns=COLS)
     assert f"training R^2: {ref.score(frame, y):.4f}" in proc.stdout
 

@@ -428,7 +428,7 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
                                     tree_ids=[r * Kt + k for k in range(Kt)], tree_masks=masks)
                     trees, extras = grower.grow(prologue=prologue)
                 blocks = extras[0] if tf.parallel == "feature" else [b for e in extras for b in e]
-                s = _fold(blocks)
+                s = _fold([b[:4] for b in blocks])          # losses and weights: sums
                 g_max = max(float(b[4]) for b in blocks)   # a max: any order gives it
                 train_hist.append(s[0] / max(s[1], 1e-300))
                 if validation_data is not None:
