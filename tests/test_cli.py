@@ -252,6 +252,24 @@ def test_train_tree_models_round_trip(model, tmp_path):
         assert not (tmp_path / "lin").exists()
 
 
+
+@pytest.mark.timeout(300)
+def test_train_single_class(tmp_path):
+    """One class in the labels: a tree learns it (as scikit-learn's); a linear model and
+    boosting refuse it before any worker starts, and write nothing."""
+    data = tmp_path / "one.csv"
+    pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 3, "y": ["only"] * 40}
+                 ).to_csv(data, index=False)
+    ok(run_cli_in_process("train", "--model", "tree", "--data", data, "--label", "y",
+                          "--out", tmp_path / "tree", "--engine", "local"))
+    zeros = pd.DataFrame({"a": [0.0, 1.0], "b": [0.0, 1.0]})
+    assert list(shardlearn.load(tmp_path / "tree").predict(zeros)) == ["only"] * 2
+    for model in ("logistic", "boosting"):
+        proc = run_cli_in_process("train", "--model", model, "--data", data, "--label", "y",
+                                  "--out", tmp_path / model, forbid_workers=True)
+        assert proc.returncode == 1 and "only one class" in proc.stderr, proc.stderr
+        assert not (tmp_path / model).exists()
+
 @pytest.mark.timeout(300)
 def test_predict_matches_columns_by_name(tmp_path):
     """Features are matched by name, in any order; other columns (an unnamed label, ids)

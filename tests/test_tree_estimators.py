@@ -280,6 +280,32 @@ def test_fit_report_and_subsample_changes_model():
     assert_same_forest(s.forest_, s2.forest_)
 
 
+# -- one class: trees and forests learn it (as scikit-learn's do), boosting refuses ------------
+@pytest.mark.parametrize("make", [
+    lambda: DecisionTreeClassifier(max_features=1, class_weight="balanced"),
+    lambda: RandomForestClassifier(n_estimators=20, oob_score=True, random_state=0),
+    lambda: RandomForestClassifier(n_estimators=4, parallel="feature", random_state=0),
+], ids=["tree", "forest_oob", "forest_feature_parallel"])
+def test_single_class_is_learned_like_sklearn(make, tmp_path):
+    X, _ = make_classification(300, 5, random_state=0)
+    X[::9, 2] = np.nan
+    y = np.array(["only"] * 300)
+    ours = make().fit(X, y)
+    ref_cls = skt.DecisionTreeClassifier if isinstance(ours, DecisionTreeClassifier) \
+        else ske.RandomForestClassifier
+    ref = ref_cls(random_state=0).fit(np.nan_to_num(X), y)
+    np.testing.assert_array_equal(ours.classes_, ref.classes_)
+    np.testing.assert_array_equal(ours.predict(X), ref.predict(np.nan_to_num(X)))
+    np.testing.assert_array_equal(ours.predict_proba(X), np.ones((300, 1)))
+    np.testing.assert_array_equal(ours.feature_importances_, np.zeros(5))
+    assert ours.score(X, y) == 1.0
+    if getattr(ours, "oob_score", False):
+        assert ours.oob_score_ == 1.0
+    path = tmp_path / "one_class.json"
+    ours.save(path)
+    np.testing.assert_array_equal(shardlearn.load(path).predict_proba(X), ours.predict_proba(X))
+
+
 # -- bad input: clear errors before any worker runs -------------------------------------------
 @pytest.mark.parametrize("case", ["inf", "y_none", "one_class", "str_target", "max_bins",
                                   "oob", "x_val", "unbounded", "nan_y"])

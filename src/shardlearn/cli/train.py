@@ -66,7 +66,7 @@ def check_out(out: str, storage_options: dict | None) -> None:
         )
 
 
-def check_labels(task: str, y, path) -> None:
+def check_labels(task: str, y, path, min_classes: int = 2) -> None:
     """Label checks that the fit would do later, done now (before starting workers)."""
     import numpy as np
 
@@ -74,7 +74,7 @@ def check_labels(task: str, y, path) -> None:
 
     if task == "classification":
         try:
-            check_classification_target(y)
+            check_classification_target(y, min_classes=min_classes)
         except ValueError as exc:
             raise click.ClickException(f"{path}: labels are not usable by a classifier: {exc}") from None
     elif np.asarray(y).dtype.kind not in "biuf":
@@ -140,20 +140,21 @@ def train(model_name, data, label, out, params, shard_rows, n_shards, storage_op
         check_out(out, opts)
         estimator = build_estimator(model_name, params)
         task = MODELS[model_name][2]
+        min_classes = getattr(estimator, "_min_classes", 2)
         if kind == "files":
             from shardlearn.data.readers import open_dataset, score_dataset
 
             _files.require_label(data, label, opts)
             # Metadata only on this process; the workers read the rows.
             dataset = open_dataset(data, label=label, storage_options=opts, shard_rows=shard_rows)
-            check_labels(task, dataset.labels(), data)
+            check_labels(task, dataset.labels(), data, min_classes)
         else:
             from shardlearn.data.readers.predictions import handles_missing
 
             # Models that take missing values (the trees) get NaN kept, as from files.
             missing_ok = handles_missing(estimator)
             table = _files.read_table(data, label, require_label=True, allow_nan=missing_ok)
-            check_labels(task, table.y, table.path)
+            check_labels(task, table.y, table.path, min_classes)
             dataset = Dataset.from_arrays(table.X, table.y, n_shards=n_shards,
                                           allow_nan=missing_ok)
         configure_progress(progress)

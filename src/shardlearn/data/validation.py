@@ -243,8 +243,9 @@ def _missing_labels(arr: np.ndarray) -> np.ndarray:
     return np.asarray(pd.isna(arr), bool)
 
 
-def check_classification_target(y, *, boundaries=None):
-    """Labels for a classifier: finite, and more than one class. Returns ``classes_``."""
+def check_classification_target(y, *, boundaries=None, min_classes=2):
+    """Labels for a classifier: finite, and at least ``min_classes`` classes (a tree
+    learns from one class, as scikit-learn's do: it predicts it). Returns ``classes_``."""
     arr = np.asarray(y)
     if arr.dtype.kind == "f":
         check_finite(arr, name="y", boundaries=boundaries)
@@ -278,7 +279,7 @@ def check_classification_target(y, *, boundaries=None):
     except TypeError:  # mixed types past the rows sampled above
         kinds = sorted({type(v).__name__ for v in arr.ravel()})
         raise ValueError(f"y mixes label types {kinds}; use one type.") from None
-    if classes.shape[0] < 2:
+    if classes.shape[0] < min_classes:
         raise ValueError(
             f"This solver needs samples of at least 2 classes in the data, but the data "
             f"contains only one class: {classes[0]!r}. A classifier cannot learn from a single class."

@@ -179,6 +179,7 @@ class RandomForestClassifier(ClassifierMixin, _BaseForest):
     """
 
     _classifier = True
+    _min_classes = 1  # as scikit-learn's: a single class is learned (and predicted)
     _model_attributes = _BaseForest._model_attributes + ("classes_", "n_classes_", "oob_score_",
                                                          "oob_decision_function_")
     _parameter_constraints: dict = {

@@ -83,6 +83,9 @@ class HistTreeMixin(DistributedEstimatorMixin):
                 DataConversionWarning, stacklevel=4,
             )
 
+    # Boosting needs two classes (a logit against what?); trees and forests learn one.
+    _min_classes = 2
+
     def _dataset_for_fit(self, X, y, sample_weight, classifier: bool):
         """Validate everything (no worker runs before this returns)."""
         self._check_y_given(X, y)
@@ -91,7 +94,8 @@ class HistTreeMixin(DistributedEstimatorMixin):
         dataset = self._fit_dataset(X, y, sample_weight, allow_nan=True)
         labels = dataset.labels()
         if classifier:
-            classes = check_classification_target(labels, boundaries=dataset.boundaries)
+            classes = check_classification_target(labels, boundaries=dataset.boundaries,
+                                                  min_classes=self._min_classes)
             return dataset, classes
         if labels.dtype.kind not in "biuf":
             try:

@@ -140,6 +140,7 @@ class DecisionTreeClassifier(ClassifierMixin, _BaseDecisionTree):
     """
 
     _classifier = True
+    _min_classes = 1  # as scikit-learn's: a single class is learned (and predicted)
     _model_attributes = _BaseDecisionTree._model_attributes + ("classes_", "n_classes_")
     _parameter_constraints: dict = {
         "criterion": [StrOptions({"gini", "entropy", "log_loss"})],
