@@ -1,4 +1,4 @@
-"""The ``shardlearn`` command: ``demo``, ``train``, ``predict``, ``info``.
+"""The ``shardlearn`` command: ``demo``, ``train``, ``predict``, ``bench``, ``info``.
 
 Each command lives in its own module; heavy imports happen inside the commands so
 ``shardlearn --help`` stays fast. Bad input ends with ``Error: ...`` and a non-zero
@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from .._version import __version__
+from .bench import bench
 from .demo import demo
 from .info import info
 from .predict import predict
@@ -29,6 +30,7 @@ def main():
 main.add_command(demo)
 main.add_command(train)
 main.add_command(predict)
+main.add_command(bench)
 main.add_command(info)
 
 __all__ = ["main"]
