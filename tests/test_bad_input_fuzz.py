@@ -60,8 +60,11 @@ CHECKED = {"pairs": 0}
 def _applies(case, make, supervised, classifier, weighted):
     if case in ("nan_X", "nan_X_f32") and id(make) in NAN_TOLERANT:
         return False
+    if case == "single_class":
+        # Trees and forests learn one class, as scikit-learn's do (predict it).
+        return classifier and getattr(make(), "_min_classes", 2) > 1
     if case in Y_CASES:
-        return supervised and (classifier or case != "single_class")
+        return supervised
     if case in W_CASES:
         return weighted
     return True
