@@ -4,7 +4,10 @@ those of the times it measured, and the scores are those of the fits it timed.""
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 from sklearn import ensemble as ske
@@ -61,6 +64,27 @@ def test_bench_boosting_times_scores_and_ratios(tmp_path):
                                              random_state=0).fit(Xtr, ytr)
     assert rows["scikit-learn HistGradientBoostingClassifier"]["score"] == ref.score(Xte, yte)
     assert "accuracy" in proc.stdout and "our last fit: GradientBoostingClassifier" in proc.stdout
+
+
+@pytest.mark.slow
+def test_bench_on_ray_workers_scores_as_in_process(tmp_path):
+    """The command as a user runs it (a subprocess starting its own Ray cluster): the
+    model it times on Ray workers is the in-process one, bit for bit, so its score is."""
+    out = tmp_path / "ray.json"
+    env = {**os.environ, "SHARDLEARN_PROGRESS": "never", "COLUMNS": "160"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "shardlearn.cli", "bench", "--engine", "ray", "--workers", "2",
+         "--model", "boosting", "--rows", "4000", "--features", "6", "--rounds", "1",
+         "--n-shards", "2", "--param", "n_estimators=5", "--param", "max_depth=3",
+         "--json", str(out)], capture_output=True, text=True, timeout=280, env=env)
+    ok(proc)
+    res = json.loads(out.read_text())
+    assert res["engine"] == "ray" and res["results"][0]["name"].endswith("(ray, 2 workers)")
+    X, y, _ = make_demo_data(4000, 6, 0)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=0)
+    model = GradientBoostingClassifier(n_estimators=5, max_depth=3, random_state=0)
+    model.fit(Dataset.from_arrays(Xtr, ytr, n_shards=2))
+    assert res["results"][0]["score"] == model.score(Xte, yte)
 
 
 def test_every_model_has_a_reference_set_up_as_ours():
