@@ -20,13 +20,9 @@ from shardlearn.cli.demo import make_demo_data
 from shardlearn.data import Dataset
 from shardlearn.ensemble import GradientBoostingClassifier, RandomForestRegressor
 from shardlearn.testing.cli import WORKERS_STARTED, run_cli_in_process
+from test_cli import ok
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    return proc
 
 
 def test_bench_boosting_times_scores_and_ratios(tmp_path):

@@ -8,7 +8,6 @@ threads are limited to the number of workers, so both sides get the same cores.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 
 #: model -> (scikit-learn class, our parameters copied under the same name, fixed settings)
@@ -79,11 +78,3 @@ def _xgboost(model: str, params: dict, workers: int):
                max_bin=params["max_bins"] + 1, tree_method="hist", n_jobs=workers,
                random_state=0 if params["random_state"] is None else params["random_state"])
 
-
-def thread_limit(workers: int):
-    """BLAS and OpenMP threads capped at ``workers`` while a reference fits."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - a dependency of scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=workers)

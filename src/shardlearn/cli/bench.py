@@ -63,6 +63,7 @@ def bench(model_name, rows, features, engine, workers, address, rounds, params, 
     """
     from sklearn.base import clone
     from sklearn.model_selection import train_test_split
+    from threadpoolctl import threadpool_limits
 
     from ..data import Dataset
     from ..runtime.machine import memory_bandwidth
@@ -101,14 +102,13 @@ def bench(model_name, rows, features, engine, workers, address, rounds, params, 
             for r in range(rounds):
                 fitted = clone(ours)
                 # Timed like the references' fit: sharding and validation included.
-                times[names[0]].append(_timed_fit(fitted, Dataset.from_arrays, Xtr, ytr,
-                                                  n_shards=n_shards))
+                times[names[0]].append(_timed(_fit_on_shards, fitted, Xtr, ytr, n_shards))
                 scores[names[0]] = float(fitted.score(Xte, yte))
                 report = fitted.fit_report_
                 for label, ref in refs:
                     est = clone(ref)
-                    with R.thread_limit(n_workers):
-                        times[label].append(_timed_fit(est, None, Xtr, ytr))
+                    with threadpool_limits(limits=n_workers):
+                        times[label].append(_timed(est.fit, Xtr, ytr))
                     scores[label] = float(est.score(Xte, yte))
                 each = ", ".join(f"{n.split(' (')[0]} {times[n][-1]:.3f} s" for n in names)
                 con.print(f"round {r + 1} of {rounds}: {each}")
@@ -127,15 +127,18 @@ def bench(model_name, rows, features, engine, workers, address, rounds, params, 
                        "results": results}, f, indent=1)
 
 
-def _timed_fit(est, make_dataset, X, y, **kwargs) -> float:
-    """Seconds of ``est.fit``, on ``make_dataset(X, y, **kwargs)`` if given (built inside
-    the timing, as a reference's fit validates its arrays inside its own)."""
+def _timed(fn, *args) -> float:
+    """Seconds of ``fn(*args)``."""
     t = time.perf_counter()
-    if make_dataset is None:
-        est.fit(X, y)
-    else:
-        est.fit(make_dataset(X, y, **kwargs))
+    fn(*args)
     return time.perf_counter() - t
+
+
+def _fit_on_shards(est, X, y, n_shards):
+    # The shards are cut inside the timing, as a reference's fit validates its arrays.
+    from ..data import Dataset
+
+    est.fit(Dataset.from_arrays(X, y, n_shards=n_shards))
 
 
 def _results(names, times, scores, train_shape) -> list[dict]:
@@ -144,9 +147,9 @@ def _results(names, times, scores, train_shape) -> list[dict]:
     ours = times[names[0]]
     out = []
     for n in names:
-        row = {"name": n, "times": times[n], "median_s": statistics.median(times[n]),
-               "score": scores[n],
-               "rows_features_per_s": train_shape[0] * train_shape[1] / statistics.median(times[n])}
+        median = statistics.median(times[n])
+        row = {"name": n, "times": times[n], "median_s": median, "score": scores[n],
+               "rows_features_per_s": train_shape[0] * train_shape[1] / median}
         if n != names[0]:
             ratios = [a / b for a, b in zip(ours, times[n])]
             row.update(ratios=ratios, median_ratio=statistics.median(ratios))
