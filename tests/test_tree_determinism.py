@@ -15,6 +15,7 @@ from shardlearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     RandomForestClassifier,
+    RandomForestRegressor,
 )
 from shardlearn.testing import assert_same_forest
 from shardlearn.tree import DecisionTreeClassifier
@@ -47,6 +48,9 @@ def _models():
                                                    random_state=0),
         "gbt_balanced": GradientBoostingClassifier(n_estimators=3, max_depth=3,
                                                    class_weight="balanced", random_state=0),
+        # Fully grown: the small nodes are searched by their rows (_row_search), which
+        # travel from the workers instead of histograms.
+        "forest_reg": RandomForestRegressor(n_estimators=3, random_state=0),
     }
 
 

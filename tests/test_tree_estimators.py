@@ -377,10 +377,12 @@ def test_xgboost_json_export_predicts_the_same(kind, tmp_path):
     lambda: GradientBoostingClassifier(n_estimators=4, max_depth=4, random_state=0),
     lambda: RandomForestClassifier(n_estimators=4, max_depth=5, random_state=0),
 ], ids=["gbt", "rf"])
-def test_levels_over_the_histogram_budget_run_in_several_passes(make, monkeypatch):
+@pytest.mark.parametrize("row_search_rows", [0, 16])
+def test_levels_over_the_histogram_budget_run_in_several_passes(make, row_search_rows,
+                                                                 monkeypatch):
     """A level whose histograms exceed the memory budget is built in several passes
-    (without the subtraction trick at the next level): same splits, same bits in
-    data- and feature-parallel modes."""
+    (without the subtraction trick at the next level; nodes searched by their rows go
+    with the first): same splits, same bits in data- and feature-parallel modes."""
     from shardlearn.algorithms.tree import grower
 
     X, y = make_classification(1200, 8, n_informative=5, n_classes=3, random_state=0)
@@ -389,6 +391,8 @@ def test_levels_over_the_histogram_budget_run_in_several_passes(make, monkeypatc
     ref = make().fit(ds)
     node = 8 * 256 * 4 * 8                      # bytes of one node's histogram (upper bound)
     monkeypatch.setattr(grower, "HIST_BUDGET_BYTES", 3 * node)
+    monkeypatch.setattr(grower, "ROW_SEARCH_MAX_ROWS", row_search_rows)
+    monkeypatch.setattr(grower, "ROW_SEARCH_MAX_ROWS_OTHER", row_search_rows)
     small = make().fit(ds)
     steps = {s.name: s.calls for s in small.fit_report_.steps}
     assert steps["tree_level"] > {s.name: s.calls for s in ref.fit_report_.steps}["tree_level"]
