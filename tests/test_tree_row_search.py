@@ -222,3 +222,17 @@ def test_categorical_features_keep_histograms():
     wide = G.Grower(None, 1, G.GrowConfig(SplitParams("mse"), row_search_rows=10**6), _Edges(),
                     2, 4)
     assert wide.row_limit == wide.node_bytes // (2 + 8 * 3)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_a_fit_leaves_the_garbage_collector_as_it_found_it(enabled):
+    import gc
+
+    X, y = _regression(300)
+    was = gc.isenabled()
+    try:
+        (gc.enable if enabled else gc.disable)()
+        RandomForestRegressor(n_estimators=2, random_state=0).fit(X, y)
+        assert gc.isenabled() == enabled
+    finally:
+        (gc.enable if was else gc.disable)()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -83,6 +84,15 @@ class TreeFit:
 
     def __enter__(self):
         self.t0 = time.perf_counter()
+        # Python's cyclic garbage collector is off for the fit, then as it was. Deep
+        # levels add tens of thousands of nodes, each a few small lists and tuples,
+        # and every so many allocations the collector walked all the trees' node
+        # lists again: a fully grown regression forest (20,000 x 20, 20 trees,
+        # in-process) took 3.7-4.4 s with it and 2.8-2.9 s without. A fit makes no
+        # reference cycles that must be freed before it ends (reference counting
+        # frees the rest at once).
+        self._gc_was_enabled = gc.isenabled()
+        gc.disable()
         ds = self.dataset
         coord = Coordinator(ds, session=self.session, name=self.name,
                             state_bytes_per_row=self.state_bytes)
@@ -157,8 +167,12 @@ class TreeFit:
             self.spec["grids"] = (grid(sw * ym, terms), grid(sw, terms), grid(sw * ym * ym, terms))
 
     def __exit__(self, *exc):
-        while self.coords:
-            self.coords.pop().__exit__(None, None, None)
+        try:
+            while self.coords:
+                self.coords.pop().__exit__(None, None, None)
+        finally:
+            if self._gc_was_enabled:
+                gc.enable()
         return False
 
     def report(self, estimator, n_iter, history, extra=None) -> FitReport:

@@ -11,6 +11,11 @@ The coordinator keeps the trees; each level is one pass over the data:
    features each holds, and the coordinator keeps the best);
 3. the coordinator decides which nodes split and broadcasts the splits.
 
+A node of few rows (at most :attr:`Grower.row_limit`) is searched by its rows
+instead (:mod:`._row_search`): data-parallel workers send its rows, binned, with
+their channel values (fewer bytes than its dense histogram), and feature-parallel
+workers search their own. The trees are the same either way.
+
 Two backends run step 1-2: :class:`DataParallel` (shards are row blocks) and
 :class:`FeatureParallel` (shards are column blocks of the binned matrix holding
 every row; the winning worker sends the row partition as a bitmask). Both give
