@@ -245,9 +245,9 @@ class Grower:
         # max_features. Otherwise a node could draw only such features and stay a
         # leaf (columns of zeros left most trees of a forest a single leaf).
         self._values = NodeValueIndex(edges, n_trees) if self.compact else None
-        self.row_limit = self._row_limit(n_features, n_channels)
+        self.row_limit = self._row_limit()
 
-    def _row_limit(self, n_features, n_channels) -> int:
+    def _row_limit(self) -> int:
         """Most rows of a node searched by its rows (0: none): up to
         ``row_search_rows``, and only where its rows are fewer bytes than its histogram
         (a binned row and its value channels against the node's histogram)."""
@@ -258,7 +258,7 @@ class Grower:
         cap = cfg.row_search_rows
         if cap is None:
             cap = ROW_SEARCH_MAX_ROWS if cfg.split.criterion == "mse" else ROW_SEARCH_MAX_ROWS_OTHER
-        return int(min(cap, self.node_bytes // (n_features + 8 * (n_channels - 1))))
+        return int(min(cap, self.node_bytes // (self.F + 8 * (self.C - 1))))
 
     # -- node eligibility --------------------------------------------------------------
     def _may_split(self, tree: TreeBuild, v: int) -> bool:
@@ -557,10 +557,10 @@ class Grower:
         pos = {node: i for i, node in enumerate(frontier)}
         n_hist = len(hist_order)
         for a in range(0, n_hist, per_pass):
-            chunk = hist_order[a:a + per_pass]
+            b = min(a + per_pass, n_hist)
+            chunk = hist_order[a:b]
             extra = rowed if a == 0 else []
-            sel = list(range(a, min(a + per_pass, n_hist))) + list(range(n_hist, len(order))
-                                                                     if a == 0 else [])
+            sel = np.r_[a:b, n_hist:len(order)] if a == 0 else np.arange(a, b)
             res = self.backend.evaluate(table if a == 0 else None, chunk, [], totals[sel],
                                         self._feature_mask(chunk + extra), keep, n_trees=self.T,
                                         width=width, rowed=extra)
@@ -993,6 +993,12 @@ _CPUS = os.cpu_count() or 1
 _search_pool: list = []
 
 
+def _search_threads(n_nodes, per_thread) -> int:
+    """Threads for a search of ``n_nodes`` nodes, at least ``per_thread`` each
+    (below 2: the calling thread alone)."""
+    return min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, n_nodes // per_thread)
+
+
 def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts=None):
     """Best splits of every node, the nodes cut in chunks searched on several threads
     (the numba kernels release the GIL; each node's answer does not depend on the
@@ -1052,7 +1058,7 @@ def _search_in_parallel(hist, totals, params, fmask, feats, siblings=None, parts
             return _compact_best(hist[a:b], totals[a:b], params, feats[a:b], feats[a:b] >= 0)
         return find_best_splits(hist[a:b], totals[a:b], params, rows_mask(a, b))
 
-    n_threads = min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, S // PARALLEL_SEARCH_MIN_NODES)
+    n_threads = _search_threads(S, PARALLEL_SEARCH_MIN_NODES)
     if n_threads < 2:
         return _concat_best([built_best(0, n_built), sibling_best(n_built, S)])
     built = np.linspace(0, n_built, n_threads + 1).astype(int)
@@ -1086,7 +1092,7 @@ def _rows_in_parallel(gathered, totals, params, fmask, feats):
     """:func:`._row_search.row_best_splits`, the nodes cut in chunks searched on the
     search threads (the kernel releases the GIL; each node's answer is its own)."""
     S = totals.shape[0]
-    n_threads = min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, S // PARALLEL_ROW_SEARCH_MIN_NODES)
+    n_threads = _search_threads(S, PARALLEL_ROW_SEARCH_MIN_NODES)
     if n_threads < 2:
         return row_best_splits(gathered, totals, params, fmask, feats)
     offsets, rows, values = gathered
@@ -1112,7 +1118,7 @@ def _search_unheld(parts, parents, small, totals, params, fmask, dtype):
     level has enough nodes (as :func:`_search_in_parallel`)."""
     n = parts[0].shape[0]
     S = n + len(parents)
-    n_threads = min(PARALLEL_SEARCH_MAX_THREADS, _CPUS, S // PARALLEL_SEARCH_MIN_NODES)
+    n_threads = _search_threads(S, PARALLEL_SEARCH_MIN_NODES)
     if n_threads < 2:
         return unheld_best_splits(parts, parents, small, totals, params, fmask, dtype)
     edges = np.linspace(0, n, n_threads + 1).astype(int)
