@@ -135,19 +135,20 @@ def test_large_results_and_broadcast_arguments(ray_cluster):
         with Coordinator(_data()) as c:
             rows = c.map(remember_column_sums)
             before = s.engine.channel_calls
-            out = c.map(big_result, n)
+            shared = s.engine.shared_replies
+            out = c.map(big_result, n)                        # 72 MB a worker
             assert s.engine.channel_calls == before + 2
-            assert s.engine.stored_replies == 2              # too large: through the store
+            # Over the socket's limit, within shared memory's: not through the store.
+            assert s.engine.stored_replies == 0 and s.engine.shared_replies == shared + 2
             assert all(o.shape == (n,) for o in out)
             assert all(np.array_equal(o, np.arange(n, dtype=np.float64) + r) for o, r in zip(out, rows))
             got = c.map(wide_argument, w)
             assert s.engine.channel_calls == before + 2       # that one went as actor tasks
             assert got == [float(w.sum()) + r for r in rows]
             mid = c.map(big_result, 500_000)                  # 4 MB a shard, 12 a worker
-            assert s.engine.stored_replies == 4
             shared = s.engine.shared_replies
             small = c.map(big_result, 100_000)                # 0.8 MB a shard
-            assert s.engine.stored_replies == 4 and s.engine.channel_calls == before + 6
+            assert s.engine.stored_replies == 0 and s.engine.channel_calls == before + 6
             assert s.engine.shared_replies == shared + 2      # on this machine: shared memory
             assert "shared memory" in s.engine.describe()["transport"]
             for k in range(1, 4):        # each request acknowledges the last reply
@@ -168,8 +169,13 @@ def test_shared_memory_off_sends_replies_on_the_socket_with_the_same_answers(ray
             out = c.map(big_result, 100_000)
             assert s.engine.shared_replies == 0 and s.engine.channel_calls >= 4
             assert "shared memory" not in s.engine.describe()["transport"]
+            assert s.engine.stored_replies == 0
+            big = c.map(big_result, 500_000)                  # 12 MB a worker
+            assert s.engine.stored_replies == 2               # too large: through the store
     assert all(np.array_equal(o, np.arange(100_000, dtype=np.float64) + r)
                for o, r in zip(out, rows))
+    assert all(np.array_equal(o, np.arange(500_000, dtype=np.float64) + r)
+               for o, r in zip(big, rows))
 
 
 @pytest.mark.timeout(240)
@@ -524,6 +530,24 @@ def test_a_reply_over_the_size_limit_is_announced_not_sent():
     client.send(direct_channel.encode(2, ("echo", (np.zeros(126),))))     # 1008 bytes
     kind, size = client.read(2, timeout=10)
     assert kind == direct_channel.TOO_LARGE and 1008 < size < 1300      # with its pickle
+    client.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_size_limit_is_the_sockets_a_reply_in_shared_memory_may_pass_it():
+    server = direct_channel.ChannelServer(_echo, b"s" * 32, max_reply_bytes=1000,
+                                          max_shared_bytes=1 << 20)
+    client = direct_channel.ChannelClient(server.start("127.0.0.1"), b"s" * 32)
+    if client.shared is None:
+        pytest.skip("no shared memory on this machine")
+    sent = np.arange(60_000, dtype=np.float64)                          # 480 kB
+    client.send(client.request(1, "echo", (sent,)))
+    kind, (_, (arr,)) = client.read(1, timeout=10)
+    assert kind == "ok" and np.array_equal(arr, sent) and client.shared.replies == 1
+    client.send(client.request(2, "echo", (np.zeros(200_000),)))                # 1.6 MB
+    kind, size = client.read(2, timeout=10)
+    assert kind == direct_channel.TOO_LARGE and size > 1_600_000
+    assert client.shared.replies == 1
     client.close()
 
 

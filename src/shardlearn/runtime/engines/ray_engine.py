@@ -21,11 +21,12 @@ CHANNEL_ENV = "SHARDLEARN_RAY_CHANNEL"
 #: Set to "0" to have large replies of actors on the driver's machine come over the
 #: channel's socket too, not through shared memory (see :mod:`.shared_replies`).
 SHARED_MEMORY_ENV = "SHARDLEARN_RAY_SHM"
-#: Results with more array bytes than this come back through the object store (the
-#: channel says so and the driver collects them as a task). Measured on a 2-core
-#: VM, 2 workers: random-forest levels of 48 MB per worker, 1.85 s through the
-#: store vs 2.1 s over the channel; boosting levels of 0.2-2.8 MB, faster over
-#: the channel.
+#: Results with more bytes than this that do not come through shared memory (a
+#: driver on another machine, replies over ``direct_channel.DEFAULT_SHARED_BYTES``,
+#: ``SHARDLEARN_RAY_SHM=0``) come back through the object store (the channel says
+#: so and the driver collects them as a task). Measured on a 2-core VM, 2 workers:
+#: random-forest levels of 48 MB per worker, 1.85 s through the store vs 2.1 s over
+#: the channel's socket; boosting levels of 0.2-2.8 MB, faster over the socket.
 CHANNEL_MAX_REPLY_BYTES = 8 << 20
 #: How long a call retried as a task after its channel broke (or its result was
 #: too large for it) may take, even past the step's deadline: it has already run.
