@@ -23,7 +23,7 @@ from shardlearn.data import Dataset
 from shardlearn.runtime import Coordinator
 from shardlearn.testing.kernels import array_of
 
-SIZES = (8, 170_000, 1_400_000, 2_750_000, 24_000_000)
+SIZES = (8, 170_000, 1_400_000, 2_750_000, 9_000_000, 24_000_000, 72_000_000)
 
 
 def _per_step(engine: str, n_workers: int, steps: int) -> dict:
