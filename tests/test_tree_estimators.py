@@ -15,6 +15,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.metrics import roc_auc_score
 
 import shardlearn
+from shardlearn.cli.demo import report_line
 from shardlearn.data import Dataset
 from shardlearn.ensemble import (
     GradientBoostingClassifier,
@@ -256,6 +257,10 @@ def test_early_stopping_on_held_out_rows_and_on_validation_set():
     v = g.validation_score_
     assert len(v) == g.n_iter_ + 1
     assert v[-6] <= v[-5:].min() + 1e-7    # no improvement in the last 5 rounds
+    assert g.fit_report_.converged is True and "(converged)" in report_line("g", g.fit_report_)
+    unmet = GradientBoostingClassifier(n_estimators=3, early_stopping=True, n_iter_no_change=5,
+                                       random_state=0).fit(X, y)
+    assert unmet.n_iter_ == 3 and unmet.fit_report_.converged is False
     g2 = GradientBoostingClassifier(n_estimators=300, max_depth=5, learning_rate=0.3,
                                     early_stopping=True, n_iter_no_change=5).fit(
         X[:2000], y[:2000], X_val=X[2000:], y_val=y[2000:])
@@ -271,6 +276,11 @@ def test_fit_report_and_subsample_changes_model():
     g = GradientBoostingClassifier(n_estimators=5, max_depth=3, random_state=0).fit(X, y)
     rep = g.fit_report_
     assert rep.n_iter == 5 and rep.n_workers == 2
+    # No stopping criterion to meet: neither converged nor not.
+    assert rep.converged is None and "converged" not in report_line("g", rep)
+    assert "converged" not in rep.summary()
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y)
+    assert forest.fit_report_.converged is None
     assert {"bin_summaries", "bin_and_init", "tree_level"} <= {s.name for s in rep.steps}
     s = GradientBoostingClassifier(n_estimators=5, max_depth=3, subsample=0.5,
                                    random_state=0).fit(X, y)

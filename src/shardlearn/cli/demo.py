@@ -44,11 +44,12 @@ def _sklearn_model(spec: str, kwargs: dict):
 
 def report_line(name: str, report) -> str:
     """One line from ``fit_report_``: iterations, where the time went, bytes moved."""
-    status = "converged" if report.converged else "not converged"
+    status = ("" if report.converged is None
+              else " (converged)" if report.converged else " (not converged)")
     recovered = getattr(report, "failures_recovered", 0)
     failures = f"; {recovered} worker failure(s) recovered" if recovered else ""
     return (
-        f"{name}: {report.n_iter} iteration{'' if report.n_iter == 1 else 's'} ({status}); wall {report.wall_s:.3f} s = "
+        f"{name}: {report.n_iter} iteration{'' if report.n_iter == 1 else 's'}{status}; wall {report.wall_s:.3f} s = "
         f"load data {report.load_s:.3f} s + worker steps {report.workers_s:.3f} s + "
         f"driver {report.driver_s:.3f} s; {report.bytes_moved / 1e6:.2f} MB moved; "
         f"{report.n_shards} shard{'' if report.n_shards == 1 else 's'} on {report.n_workers} workers"

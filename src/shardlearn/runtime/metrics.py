@@ -87,7 +87,10 @@ class FitReport:
     n_shards: int
     n_rows: int
     n_iter: int
-    converged: bool
+    #: Whether an iterative fit met its stopping criterion (a tolerance, early
+    #: stopping); None for fits without one (trees, forests, a fixed number of
+    #: boosting rounds).
+    converged: bool | None
     objective_history: list[float]
     wall_s: float
     load_s: float
@@ -108,11 +111,12 @@ class FitReport:
 
     @classmethod
     def from_runtime(cls, estimator: str, rt: RuntimeReport, *, wall_s: float, n_iter: int,
-                     converged: bool, objective_history, extra=None) -> FitReport:
+                     converged: bool | None, objective_history, extra=None) -> FitReport:
         steps_wall = rt.steps_wall_s
         return cls(
             estimator=estimator, engine=rt.engine, n_workers=rt.n_workers, n_shards=rt.n_shards,
-            n_rows=rt.n_rows, n_iter=int(n_iter), converged=bool(converged),
+            n_rows=rt.n_rows, n_iter=int(n_iter),
+            converged=None if converged is None else bool(converged),
             objective_history=[float(v) for v in objective_history], wall_s=wall_s,
             load_s=rt.load_s, workers_s=steps_wall,
             driver_s=max(0.0, wall_s - rt.load_s - steps_wall), bytes_moved=rt.bytes_moved,
@@ -128,7 +132,8 @@ class FitReport:
         lines = [
             f"{self.estimator} on {self.engine} engine: {self.n_workers} workers, "
             f"{self.n_shards} shards, {self.n_rows} rows",
-            f"  {self.n_iter} iterations, converged={self.converged}, "
+            f"  {self.n_iter} iterations, "
+            + ("" if self.converged is None else f"converged={self.converged}, ") +
             f"final objective={self.objective_history[-1] if self.objective_history else float('nan'):.10g}",
             f"  wall {self.wall_s:.3f} s = load data {self.load_s:.3f} s + worker steps "
             f"{self.workers_s:.3f} s + driver {self.driver_s:.3f} s; "

@@ -175,10 +175,10 @@ class TreeFit:
                 gc.enable()
         return False
 
-    def report(self, estimator, n_iter, history, extra=None) -> FitReport:
+    def report(self, estimator, n_iter, history, extra=None, converged=None) -> FitReport:
         return FitReport.from_runtime(
             estimator, self.coord.report, wall_s=time.perf_counter() - self.t0, n_iter=n_iter,
-            converged=True, objective_history=history,
+            converged=converged, objective_history=history,
             extra={"parallel": self.parallel, "max_bins": self.max_bins,
                    "hist_dtype": self.hist_dtype, **(extra or {})})
 
@@ -412,6 +412,7 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
             raw_v = np.tile(baseline, (Xv.shape[0], 1))
         leaf_table = None
         n_iter = 0
+        stop = False
         with progress_bar(estimator, total=n_estimators) as bar:
             for r in range(n_estimators + 1):
                 last = r == n_estimators
@@ -469,8 +470,10 @@ def fit_boosting(dataset, *, loss, classes=None, n_estimators=100, learning_rate
         if not forests:
             raise RuntimeError("boosting produced no tree")  # pragma: no cover
         forest = M.concat_forests(forests)
+        # Early stopping's criterion met or not; no criterion without it.
         report = tf.report(estimator, n_iter, train_hist,
-                           extra={"validation_loss": val_hist, "n_trees": M.n_trees(forest)})
+                           extra={"validation_loss": val_hist, "n_trees": M.n_trees(forest)},
+                           converged=bool(stop) if early_stopping else None)
     return BoostFit(forest, baseline, n_iter, train_hist, val_hist, report)
 
 
