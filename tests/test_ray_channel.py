@@ -312,6 +312,29 @@ def test_arguments_shared_by_a_steps_requests_are_pickled_once_and_arrive_in_pla
         c.close()
 
 
+def test_shared_memory_grows_only_into_a_share_of_the_room_left():
+    share = shared_replies.MAX_SHARE_OF_ROOM
+    assert shared_replies.may_grow(int(share * 1000), 1000)
+    assert not shared_replies.may_grow(int(share * 1000) + 1, 1000)
+    assert shared_replies.may_grow(1 << 40, None)          # room unknown: the reservation decides
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_that_would_take_too_much_of_shared_memory_goes_another_way(monkeypatch):
+    _needs_shared_memory()
+    replies = shared_replies.SharedReplies.create(64 << 20)
+    try:
+        reply = [memoryview(np.ones(1 << 18))]                          # 2 MiB
+        room = {"bytes": 8 << 20}       # growing takes 2 slots of 2 MiB: over a quarter
+        monkeypatch.setattr(shared_replies, "_room", lambda directory: room["bytes"])
+        assert replies.place(1, reply, 0) == -1 and replies.slot_bytes == 0
+        room["bytes"] = 64 << 20
+        assert replies.place(2, reply, 0) > 0 and replies.slot_bytes == 2 << 20
+        assert replies.max_slot_bytes == 64 << 20      # a refusal is not a full file system
+    finally:
+        replies.close()
+
+
 @pytest.mark.timeout(60)
 def test_large_replies_come_through_shared_memory_exactly():
     _needs_shared_memory()

@@ -28,6 +28,11 @@ SHM_MIN_BYTES = 256 * 1024
 _ALIGN = 64             # each buffer starts on a cache line
 _TOKEN_BYTES = 16
 _SLOTS = 2              # a reply can be written while the driver reads the one before
+#: A file grows only into this share of the room left in :data:`SHM_DIR`: the
+#: object store of Ray may live there too, in a sparse file whose pages are taken
+#: only when written (a full file system is a SIGBUS then), and a container's
+#: ``/dev/shm`` may be 64 MiB.
+MAX_SHARE_OF_ROOM = 0.25
 #: What arrays received over a channel land in (replies copied out on the
 #: driver; on either end, buffers read from the socket). Fresh arrays of a reply's size
 #: cost a page fault per 4 kB page on each reply: measured on a 2-core VM, 326
@@ -46,6 +51,21 @@ def _offsets(sizes) -> list[int]:
         out.append(off)
         off += _aligned(n)
     return out
+
+
+def may_grow(extra_bytes: int, room_bytes: int | None) -> bool:
+    """Whether a file may take ``extra_bytes`` more of a file system with
+    ``room_bytes`` free (None: unknown, then yes; the reservation still fails
+    cleanly on a full one)."""
+    return room_bytes is None or extra_bytes <= MAX_SHARE_OF_ROOM * room_bytes
+
+
+def _room(directory: str) -> int | None:
+    try:
+        st = os.statvfs(directory)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
 def remove_stale_files(directory: str = SHM_DIR) -> int:
@@ -111,7 +131,8 @@ class SharedReplies(_MappedFile):
     either process dies later; a file left by an actor killed in the handshake is
     removed by :func:`remove_stale_files`. Its pages are reserved when it grows
     (``posix_fallocate``): a full ``/dev/shm`` means replies on the socket, not a
-    SIGBUS on a later write. A slot is reused only once the driver acknowledges
+    SIGBUS on a later write; it grows only into :data:`MAX_SHARE_OF_ROOM` of the
+    room left there (:func:`may_grow`). A slot is reused only once the driver acknowledges
     (in a request's ``ack``) the reply it held: the driver copies a reply out
     before it acknowledges it. The slots grow only while neither holds a reply.
     """
@@ -152,6 +173,8 @@ class SharedReplies(_MappedFile):
     def _grow(self, need: int) -> bool:
         slot = min(self.max_slot_bytes, max(1 << 20, 1 << (need - 1).bit_length()))
         size = _ALIGN + _SLOTS * slot
+        if not may_grow(_SLOTS * (slot - self.slot_bytes), _room(SHM_DIR)):
+            return False            # this reply goes another way; a smaller one may grow
         try:
             os.posix_fallocate(self._fd, 0, size)
             self._map_all(size)
