@@ -220,8 +220,12 @@ class RayEngine(Engine):
         Same values either way."""
         pending = []
         shared = self._shared_args(calls)
+        # The shared arguments hold no handle (else no SharedArgs): only each call's
+        # own are looked through (the shared ones took about 30 us a call in tree fits).
+        skip = frozenset(shared.positions) if shared is not None else frozenset()
         for worker, method, *args in calls:
-            client = None if _holds_object_refs(self._ray, args) else self._channel(worker)
+            own = [a for k, a in enumerate(args) if k not in skip] if skip else args
+            client = None if _holds_object_refs(self._ray, own) else self._channel(worker)
             if client is None:
                 pending.append(self.submit(worker, method, *args))
                 continue
