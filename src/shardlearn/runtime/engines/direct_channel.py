@@ -60,7 +60,8 @@ _KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 #: and 92 ms with replies over 8 MB collected through Ray's object store, and 9.3,
 #: 13 and 62 ms as actor tasks (``benchmarks/steps.py``). The slots grow only as
 #: large as the replies (a power of two): memory in ``/dev/shm`` is taken only by
-#: actors that send large replies, and a full ``/dev/shm`` sends them the other way.
+#: actors that send large replies, and a ``/dev/shm`` with little room left sends
+#: them the other way (:func:`.shared_replies.may_grow`).
 DEFAULT_SHARED_BYTES = 128 * 2**20
 #: The reply sent instead of an outcome whose arrays exceed the server's
 #: ``max_reply_bytes``: the caller fetches it another way (see ChannelServer).
